@@ -1,0 +1,150 @@
+//! The resolved policy: plain, validated data that every later stage
+//! (compile, apply, status, report) consumes without re-validating.
+//!
+//! Produced only by `policy::load`. Serializable, so `compile` can record
+//! what it compiled in `generated/` and diff the next policy against it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::policy::columns::ColumnType;
+pub use crate::policy::duration::{Duration, Unit};
+pub use crate::policy::spec::{ChangesApplyTo, Granularity, OnExpiry};
+
+/// Where a rule was written: `policies/retention.yaml:14`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub file: String,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A whole validated policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The policy files, as displayed (sorted).
+    pub files: Vec<String>,
+    /// The allowed environment values (empty: none declared).
+    pub environments: Vec<String>,
+    /// Datasets in file order, then order of appearance.
+    pub datasets: Vec<Dataset>,
+    /// Overrides, one per (override entry, dataset), most specific first.
+    pub overrides: Vec<Override>,
+    /// Legal holds, in policy order.
+    pub holds: Vec<Hold>,
+}
+
+/// One column of a table pgretain creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+/// Archive settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archive {
+    /// The schema of the archive table (the table keeps the dataset's table name).
+    pub schema: String,
+    /// How long an archived row stays after its deadline.
+    pub keep: Duration,
+}
+
+/// A dataset with every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub name: String,
+    pub description: String,
+    pub owner: Option<String>,
+    pub legal_basis: Option<String>,
+    /// Schema of the table.
+    pub schema: String,
+    /// Table name (unqualified).
+    pub table: String,
+    /// The columns pgretain creates; `None` for an existing table.
+    pub columns: Option<Vec<Column>>,
+    /// The retention clock (a timestamptz column).
+    pub time: String,
+    pub tenant: Option<String>,
+    pub environment: Option<String>,
+    pub keep: Duration,
+    pub min_keep: Option<Duration>,
+    pub max_keep: Option<Duration>,
+    pub partition: Granularity,
+    pub on_expiry: OnExpiry,
+    pub archive: Option<Archive>,
+    pub sliding: bool,
+    pub changes_apply_to: ChangesApplyTo,
+    pub erase_by: Option<String>,
+    /// JSON column → keys stripped on write, in policy order.
+    pub sensitive: Vec<(String, Vec<String>)>,
+    /// The pg_cron schedule of this dataset's enforcement job (GMT).
+    pub schedule: String,
+    /// Where the dataset is defined.
+    pub source: Source,
+    /// Where its `keep` is written.
+    pub keep_source: Source,
+}
+
+impl Dataset {
+    /// The type of a column, when pgretain creates the table.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.as_ref()?.iter().find(|c| c.name == name)
+    }
+}
+
+/// A policy override for one dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub dataset: String,
+    pub tenant: Option<String>,
+    pub environment: Option<String>,
+    pub keep: Duration,
+    pub reason: Option<String>,
+    pub source: Source,
+}
+
+impl Override {
+    /// 0: tenant and environment, 1: tenant, 2: environment (SPEC §3 order).
+    pub fn rank(&self) -> u8 {
+        match (&self.tenant, &self.environment) {
+            (Some(_), Some(_)) => 0,
+            (Some(_), None) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// A legal hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub tenant: Option<String>,
+    pub environment: Option<String>,
+    /// The datasets it covers (resolved: never empty).
+    pub datasets: Vec<String>,
+    pub reason: String,
+    /// Last day in force (UTC), `YYYY-MM-DD`.
+    pub until: Option<String>,
+    pub source: Source,
+}
+
+impl Policy {
+    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
+        self.datasets.iter().find(|d| d.name == name)
+    }
+
+    /// Overrides per dataset name.
+    pub fn overrides_by_dataset(&self) -> BTreeMap<&str, Vec<&Override>> {
+        let mut m: BTreeMap<&str, Vec<&Override>> = BTreeMap::new();
+        for o in &self.overrides {
+            m.entry(o.dataset.as_str()).or_default().push(o);
+        }
+        m
+    }
+}
