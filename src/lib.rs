@@ -6,9 +6,14 @@
 //! → `generated/` migrations → database commands. `main.rs` only parses
 //! arguments and calls the library functions below.
 
+pub mod apply;
+pub mod compile;
+pub mod db;
 pub mod diagnostic;
+pub mod enforce;
 pub mod model;
 pub mod policy;
+pub mod render;
 
 use std::path::Path;
 

@@ -26,8 +26,58 @@ enum Command {
         #[arg(default_value = "policies")]
         dir: PathBuf,
     },
+    /// Write new migrations to the generated directory, or check they are current.
+    Compile {
+        /// The policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// Where the migrations go.
+        #[arg(long, default_value = "generated")]
+        generated: PathBuf,
+        /// Write nothing; exit 1 when the generated directory is stale.
+        #[arg(long)]
+        check: bool,
+        /// Accept changes that destroy data (removing a dataset drops its table).
+        #[arg(long)]
+        allow_destructive: bool,
+    },
+    /// Apply pending migrations and register the pg_cron jobs.
+    Apply {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Where the migrations are.
+        #[arg(long, default_value = "generated")]
+        generated: PathBuf,
+        /// Print the SQL that would run and the jobs; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The database where pg_cron keeps its jobs (default: the server's cron.database_name).
+        #[arg(long)]
+        cron_database: Option<String>,
+    },
+    /// Run enforcement now, through the same procedure the jobs call.
+    Run {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Datasets to enforce (default: all).
+        datasets: Vec<String>,
+    },
+    /// Erase every row of DATASET whose erase_by column equals KEY (archive included).
+    Erase {
+        #[command(flatten)]
+        db: DbArgs,
+        dataset: String,
+        key: String,
+    },
     /// Print the policy language as JSON Schema, for editors.
     Schema,
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    /// The database (URL or libpq key-value string); without it, the PG* variables.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 fn code(c: i32) -> ExitCode {
@@ -57,6 +107,137 @@ fn main() -> ExitCode {
                 code(exit::INVALID)
             }
         },
+        Command::Compile {
+            dir,
+            generated,
+            check,
+            allow_destructive,
+        } => {
+            let opts = pgretain::compile::CompileOptions {
+                policy_dir: dir,
+                generated_dir: generated,
+                check,
+                allow_destructive,
+            };
+            match pgretain::compile::compile(&opts) {
+                Ok(pgretain::compile::CompileOutcome::UpToDate) => {
+                    println!("{} is up to date", opts.generated_dir.display());
+                    code(exit::OK)
+                }
+                Ok(pgretain::compile::CompileOutcome::Written { file, changes }) => {
+                    println!("wrote {}", opts.generated_dir.join(&file).display());
+                    for c in changes {
+                        println!("  {c}");
+                    }
+                    code(exit::OK)
+                }
+                Ok(pgretain::compile::CompileOutcome::Stale(reasons)) => {
+                    eprintln!("error: {} is out of date:", opts.generated_dir.display());
+                    for r in reasons {
+                        eprintln!("  {r}");
+                    }
+                    code(exit::PROBLEM)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    code(exit::INVALID)
+                }
+            }
+        }
+        Command::Apply {
+            db,
+            generated,
+            dry_run,
+            cron_database,
+        } => {
+            let opts = pgretain::apply::ApplyOptions {
+                database_url: db.database_url,
+                generated_dir: generated,
+                dry_run,
+                cron_database,
+            };
+            match pgretain::apply::apply(&opts) {
+                Ok(r) => {
+                    if dry_run {
+                        println!("-- dry run: nothing was changed");
+                        for (m, sql) in r.migrations.iter().zip(&r.sql) {
+                            println!("-- migration {m} would be applied:\n{sql}");
+                        }
+                        if r.migrations.is_empty() {
+                            println!("-- no pending migrations");
+                        }
+                        for j in &r.jobs {
+                            println!(
+                                "-- job {} `{}` in database {} would run: {}",
+                                j.name, j.schedule, j.database, j.command
+                            );
+                        }
+                        for j in &r.removed_jobs {
+                            println!("-- job {j} would be removed");
+                        }
+                    } else {
+                        if r.migrations.is_empty() {
+                            println!("no pending migrations");
+                        }
+                        for m in &r.migrations {
+                            println!("applied {m}");
+                        }
+                        for j in &r.jobs {
+                            println!(
+                                "scheduled {} `{}` in database {}: {}",
+                                j.name, j.schedule, j.database, j.command
+                            );
+                        }
+                        for j in &r.removed_jobs {
+                            println!("removed job {j}");
+                        }
+                    }
+                    code(exit::OK)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    code(exit::DATABASE)
+                }
+            }
+        }
+        Command::Run { db, datasets } => {
+            match pgretain::enforce::run(db.database_url.as_deref(), &datasets) {
+                Ok(results) => {
+                    for r in results {
+                        println!("{r}");
+                    }
+                    code(exit::OK)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    code(exit::DATABASE)
+                }
+            }
+        }
+        Command::Erase { db, dataset, key } => {
+            match pgretain::enforce::erase(db.database_url.as_deref(), &dataset, &key) {
+                Ok(r) => {
+                    println!(
+                        "{dataset} {key}: erased {} row(s) and {} archived row(s)",
+                        r.rows_deleted, r.archive_rows_deleted
+                    );
+                    if r.rows_kept_by_hold > 0 {
+                        eprintln!(
+                            "kept {} row(s) under legal hold: {}",
+                            r.rows_kept_by_hold,
+                            r.holds.unwrap_or_default()
+                        );
+                        code(exit::PROBLEM)
+                    } else {
+                        code(exit::OK)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    code(exit::DATABASE)
+                }
+            }
+        }
         Command::Schema => {
             print!("{}", pgretain::schema());
             code(exit::OK)
