@@ -418,6 +418,15 @@ BEGIN
 END
 $$;
 
+-- column_as_text(alias, column): SQL for `alias.column::text`, or `NULL::text`
+-- when the dataset has no such column.
+CREATE OR REPLACE FUNCTION retention.column_as_text(p_alias text, p_column text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN p_column IS NULL THEN 'NULL::text' ELSE format('%s.%I::text', p_alias, p_column) END
+$$;
+
 -- expired_predicate(dataset): the exact condition, as SQL over a row `t`
 -- and the run's start `$1`, under which enforcement removes a row:
 --   deadline (time + retention, in UTC) before T, and no active hold.
@@ -432,8 +441,8 @@ AS $$
                        ELSE format('retention.keep_for(%L, %s, %s)', d.name, v.tenant, v.environment) END,
                   d.name, v.tenant, v.environment)
       FROM retention.dataset d,
-           LATERAL (SELECT coalesce(format('t.%I::text', d.tenant_column), 'NULL::text') AS tenant,
-                           coalesce(format('t.%I::text', d.environment_column), 'NULL::text') AS environment) v
+           LATERAL (SELECT retention.column_as_text('t', d.tenant_column) AS tenant,
+                           retention.column_as_text('t', d.environment_column) AS environment) v
      WHERE d.name = p_dataset
 $$;
 
@@ -444,8 +453,8 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('retention.is_held(%L, %s, %s, $1)', d.name,
-                  coalesce(format('t.%I::text', d.tenant_column), 'NULL::text'),
-                  coalesce(format('t.%I::text', d.environment_column), 'NULL::text'))
+                  retention.column_as_text('t', d.tenant_column),
+                  retention.column_as_text('t', d.environment_column))
       FROM retention.dataset d WHERE d.name = p_dataset
 $$;
 
@@ -484,8 +493,8 @@ BEGIN
     ELSE
         v_keep := CASE WHEN d.new_rows THEN 'moved.retention_keep'
                        ELSE format('retention.keep_for(%L, %s, %s)', d.name,
-                                   coalesce(format('moved.%I::text', d.tenant_column), 'NULL::text'),
-                                   coalesce(format('moved.%I::text', d.environment_column), 'NULL::text')) END;
+                                   retention.column_as_text('moved', d.tenant_column),
+                                   retention.column_as_text('moved', d.environment_column)) END;
         EXECUTE format('WITH moved AS (DELETE FROM %s t WHERE t.ctid >= $2 AND t.ctid < $3 AND %s RETURNING t.*)
                         INSERT INTO %s (%s, archived_at, retention_deadline)
                         SELECT %s, $1, ((moved.%I AT TIME ZONE ''UTC'') + %s) AT TIME ZONE ''UTC'' FROM moved',
