@@ -114,6 +114,22 @@ struct Change {
 /// Run compile.
 pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
     let policy = crate::policy::load(&opts.policy_dir).map_err(CompileError::Invalid)?;
+    // SPEC §3 "Existing tables": converting a table that already exists is
+    // not built yet. Refuse rather than emit SQL that assumes a new table.
+    let existing_tables: Vec<String> = policy
+        .datasets
+        .iter()
+        .filter(|d| d.columns.is_none())
+        .map(|d| {
+            format!(
+                "dataset `{}` ({}) has no `columns`, so it names an existing table; converting existing tables in place is not supported yet. Declare the table's `columns` so pgretain creates it partitioned, or leave this dataset out of the policy",
+                d.name, d.source
+            )
+        })
+        .collect();
+    if !existing_tables.is_empty() {
+        return Err(CompileError::Refused(existing_tables));
+    }
     let state = read_state(&opts.generated_dir)?;
     let existing = migration_files(&opts.generated_dir)?;
 
@@ -163,6 +179,14 @@ pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
             }],
         ),
         Some(st) => {
+            if st.runtime_version > render::RUNTIME_VERSION {
+                return Err(CompileError::Refused(vec![format!(
+                    "{} was written by a newer pgretain (runtime version {}; this pgretain has version {}): compiling with this one would install an older runtime. Upgrade pgretain",
+                    opts.generated_dir.join(STATE_FILE).display(),
+                    st.runtime_version,
+                    render::RUNTIME_VERSION
+                )]));
+            }
             let changes = diff(
                 &st.policy,
                 st.runtime_version,
@@ -192,20 +216,21 @@ pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
     let sql = if state.is_none() {
         changes[0].sql.clone()
     } else {
-        let mut s = render::header(
-            &policy.files,
-            &format!(
-                "V{number}: {}",
-                changes
-                    .iter()
-                    .map(|c| c.what.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+        let mut title = format!(
+            "V{number}: what changed in the policy since V{}:",
+            number - 1
         );
         for c in &changes {
+            for line in c.what.split("; ") {
+                title.push_str(&format!("\n--   - {line}"));
+            }
+        }
+        let mut s = render::header(&policy.files, &title);
+        for (i, c) in changes.iter().enumerate() {
+            if i > 0 {
+                s.push('\n');
+            }
             s.push_str(&c.sql);
-            s.push('\n');
         }
         s
     };
@@ -640,7 +665,10 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
     if let (Some(e), true) = (&new.erase_by, old.erase_by != new.erase_by) {
         sql.push_str(&format!(
             "CREATE INDEX IF NOT EXISTS {} ON {} ({});\n",
-            ident(&format!("{}_{}_idx", new.table, e)),
+            ident(&render::object_name(
+                &format!("{}_{}", new.table, e),
+                "_idx"
+            )),
             relation(new),
             ident(e)
         ));

@@ -309,9 +309,23 @@ pub fn dataset_create(ds: &Dataset) -> String {
     s
 }
 
+/// `base` + `suffix`, within PostgreSQL's 63-byte identifier limit: longer
+/// names are cut and made unique with a hash of the full name, so two long
+/// names never collide by truncation.
+pub fn object_name(base: &str, suffix: &str) -> String {
+    let full = format!("{base}{suffix}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = crate::compile::fnv1a64(full.as_bytes());
+    let keep = 63 - suffix.len() - 9;
+    let cut: String = base.chars().take(keep).collect();
+    format!("{cut}_{}{suffix}", &hash[..8])
+}
+
 fn index(ds: &Dataset, schema: &str, table: &str, cols: &[&str]) -> String {
     let _ = ds;
-    let name = format!("{}_{}_idx", table, cols.join("_"));
+    let name = object_name(&format!("{}_{}", table, cols.join("_")), "_idx");
     let mut i = Index::create();
     i.if_not_exists()
         .name(name.as_str())
