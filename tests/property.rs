@@ -144,7 +144,7 @@ impl Case {
             tenant_overrides,
             settings,
             holds,
-            granularity: *r.pick(&["day", "week", "month"]),
+            granularity: r.pick(&["day", "week", "month"]),
         }
     }
 
