@@ -69,6 +69,7 @@ impl Keep {
 
 const TENANTS: [&str; 4] = ["t1", "t2", "t3", "t4"];
 const ENVS: [&str; 2] = ["draft", "live"];
+const GRANULARITIES: [&str; 3] = ["day", "week", "month"];
 
 struct Case {
     keep: Keep,
@@ -144,7 +145,7 @@ impl Case {
             tenant_overrides,
             settings,
             holds,
-            granularity: r.pick(&["day", "week", "month"]),
+            granularity: *r.pick(&GRANULARITIES),
         }
     }
 
