@@ -145,7 +145,7 @@ impl Case {
             tenant_overrides,
             settings,
             holds,
-            granularity: *r.pick(&GRANULARITIES),
+            granularity: r.pick(&GRANULARITIES),
         }
     }
 
