@@ -145,7 +145,7 @@ impl Case {
             tenant_overrides,
             settings,
             holds,
-            granularity: r.pick(&GRANULARITIES),
+            granularity: GRANULARITIES[r.below(3) as usize],
         }
     }
 
