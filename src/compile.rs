@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{ChangesApplyTo, Dataset, Hold, Override, Policy};
+use crate::model::{ChangesApplyTo, Dataset, Granularity, Hold, OnExpiry, Override, Policy};
 use crate::render::{self, ident, lit, qualified, relation};
 
 /// The state file's name inside `generated/`.
@@ -230,7 +230,8 @@ pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
             if i > 0 {
                 s.push('\n');
             }
-            s.push_str(&c.sql);
+            // One blank line between groups, whatever each starts with.
+            s.push_str(c.sql.trim_start_matches('\n'));
         }
         s
     };
@@ -376,7 +377,9 @@ fn diff(
         });
     }
 
-    if old.environments != new.environments {
+    // The allowed environments are a set: their order in the file means nothing.
+    let set = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    if set(&old.environments) != set(&new.environments) {
         changes.push(Change {
             what: format!(
                 "environments: [{}] -> [{}]",
@@ -433,24 +436,36 @@ fn diff(
     let mut sql = String::new();
     let mut whats = Vec::new();
     for (k, o) in &news {
+        let who = who(o.tenant.as_deref(), o.environment.as_deref());
         match olds.get(k) {
             Some(prev) if prev.keep == o.keep && prev.reason == o.reason => {}
             Some(prev) => {
-                whats.push(format!(
-                    "{}: override keep {} -> {}",
-                    o.dataset, prev.keep, o.keep
-                ));
+                whats.push(if prev.keep == o.keep {
+                    format!("{}: override for {who}: reason changed", o.dataset)
+                } else {
+                    format!(
+                        "{}: override for {who}: keep {} -> {}",
+                        o.dataset, prev.keep, o.keep
+                    )
+                });
                 sql.push_str(&render::override_upsert(o));
             }
             None => {
-                whats.push(format!("{}: new override keep {}", o.dataset, o.keep));
+                whats.push(format!(
+                    "{}: new override for {who}: keep {}",
+                    o.dataset, o.keep
+                ));
                 sql.push_str(&render::override_upsert(o));
             }
         }
     }
     for (k, o) in &olds {
         if !news.contains_key(k) && new.dataset(&o.dataset).is_some() {
-            whats.push(format!("{}: override removed", o.dataset));
+            whats.push(format!(
+                "{}: override for {} removed",
+                o.dataset,
+                who(o.tenant.as_deref(), o.environment.as_deref())
+            ));
             sql.push_str(&render::override_delete(o));
         }
     }
@@ -485,23 +500,17 @@ fn diff(
     let mut sql = String::new();
     let mut whats = Vec::new();
     for (k, h) in &nh {
-        let changed = match oh.get(k) {
-            Some(prev) => prev.until != h.until,
-            None => true,
+        let what = match oh.get(k) {
+            Some(prev) if prev.until == h.until => continue,
+            Some(prev) => format!(
+                "until {} -> {}",
+                prev.until.as_deref().unwrap_or("(none)"),
+                h.until.as_deref().unwrap_or("(none)")
+            ),
+            None => "added".to_string(),
         };
-        if changed {
-            whats.push(format!(
-                "{}: hold \"{}\"{}",
-                k.0,
-                h.reason,
-                if oh.contains_key(k) {
-                    " changed"
-                } else {
-                    " added"
-                }
-            ));
-            sql.push_str(&render::hold_upsert(h, &k.0));
-        }
+        whats.push(format!("{}: hold \"{}\" {what}", k.0, h.reason));
+        sql.push_str(&render::hold_upsert(h, &k.0));
     }
     for (k, h) in &oh {
         if !nh.contains_key(k) && new.dataset(&k.0).is_some() {
@@ -519,6 +528,62 @@ fn diff(
     Ok(changes)
 }
 
+/// "tenant bot-42, environment live", as in the SQL comments.
+fn who(tenant: Option<&str>, env: Option<&str>) -> String {
+    match (tenant, env) {
+        (Some(t), Some(e)) => format!("tenant {t}, environment {e}"),
+        (Some(t), None) => format!("tenant {t}"),
+        (None, Some(e)) => format!("environment {e}"),
+        (None, None) => "everything".into(),
+    }
+}
+
+/// The granularity `validate` picks when a dataset does not set `partition`
+/// (kept in step with `policy::validate`).
+fn default_partition(keep: crate::model::Duration) -> Granularity {
+    match keep.max_days() {
+        0..=400 => Granularity::Day,
+        401..=2000 => Granularity::Week,
+        _ => Granularity::Month,
+    }
+}
+
+fn granularity_name(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Day => "day",
+        Granularity::Week => "week",
+        Granularity::Month => "month",
+    }
+}
+
+fn changes_apply_to_name(c: ChangesApplyTo) -> &'static str {
+    match c {
+        ChangesApplyTo::AllRows => "all_rows",
+        ChangesApplyTo::NewRows => "new_rows",
+    }
+}
+
+/// `delete`, or `archive` with its schema.
+fn expiry_name(ds: &Dataset) -> String {
+    match (&ds.on_expiry, &ds.archive) {
+        (OnExpiry::Archive, Some(a)) => format!("`archive` (to schema `{}`)", a.schema),
+        (OnExpiry::Archive, None) => "`archive`".into(),
+        (OnExpiry::Delete, _) => "`delete`".into(),
+    }
+}
+
+/// The type of an added column in the archive table. The archive was made
+/// with `LIKE`, which copies types but not defaults, identity or
+/// constraints; serial types become their plain integer type there.
+fn archive_type(ty: &crate::model::ColumnType) -> &str {
+    match ty.sql_type.as_str() {
+        "serial" => "integer",
+        "bigserial" => "bigint",
+        "smallserial" => "smallint",
+        other => other,
+    }
+}
+
 /// The change to one dataset present in both policies: `Ok(None)` when
 /// nothing changed, `Err` when the change cannot be migrated safely.
 fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<String>> {
@@ -526,7 +591,8 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
     let mut refused = Vec::new();
     let mut refuse = |what: &str, before: String, after: String, consequence: &str| {
         refused.push(format!(
-            "dataset `{name}`: changing `{what}` from {before} to {after} cannot be migrated safely: {consequence}. Keep the old value, or add a new dataset (a new table) and remove this one with `--allow-destructive` once its data is no longer needed"
+            "dataset `{name}` ({}): changing `{what}` from {before} to {after} cannot be migrated safely: {consequence}. Keep the old value, or add a new dataset (a new table) and remove this one with `--allow-destructive` once its data is no longer needed",
+            new.source
         ));
     };
     let show = |v: &Option<String>| {
@@ -547,15 +613,34 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
             "time",
             format!("`{}`", old.time),
             format!("`{}`", new.time),
-            "the table is partitioned on the old column, and every deadline would change",
+            &format!(
+                "table {} is range-partitioned on `{}`, so every existing partition would have to be rebuilt, and the deadline of every stored row would change",
+                relation(old),
+                old.time
+            ),
         );
     }
     if old.partition != new.partition {
+        let defaulted = if new.partition == default_partition(new.keep) {
+            format!(
+                " (when `partition` is not written, it follows `keep`: {} gives `{}`; write `partition: {}` in the dataset to keep the existing partitions)",
+                new.keep,
+                granularity_name(new.partition),
+                granularity_name(old.partition)
+            )
+        } else {
+            String::new()
+        };
         refuse(
             "partition",
-            format!("{:?}", old.partition).to_lowercase(),
-            format!("{:?}", new.partition).to_lowercase(),
-            "existing partitions have the old size and new ones would overlap them",
+            format!("`{}`", granularity_name(old.partition)),
+            format!("`{}`{defaulted}", granularity_name(new.partition)),
+            &format!(
+                "the existing {} partitions of {} would overlap the new {} ones, so new partitions could not be created and inserts would pile up in the default partition",
+                granularity_name(old.partition),
+                relation(old),
+                granularity_name(new.partition)
+            ),
         );
     }
     if old.tenant != new.tenant {
@@ -577,8 +662,8 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
     if old.changes_apply_to != new.changes_apply_to {
         refuse(
             "changes_apply_to",
-            format!("{:?}", old.changes_apply_to),
-            format!("{:?}", new.changes_apply_to),
+            format!("`{}`", changes_apply_to_name(old.changes_apply_to)),
+            format!("`{}`", changes_apply_to_name(new.changes_apply_to)),
             "rows already stored were written under the other rule",
         );
     }
@@ -587,9 +672,9 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
     {
         refuse(
             "on_expiry / archive.schema",
-            format!("{:?}", old.on_expiry),
-            format!("{:?}", new.on_expiry),
-            "archived rows would be stranded in the old archive",
+            expiry_name(old),
+            expiry_name(new),
+            "rows already archived would be stranded in the old archive, and the enforcement of stored rows would change",
         );
     }
     let mut added_columns = Vec::new();
@@ -604,7 +689,9 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
             }
             for c in b {
                 if !a.iter().any(|x| x.name == c.name) {
-                    if c.ty.not_null && c.ty.default.is_none() && c.ty.identity.is_none() {
+                    if c.ty.identity.is_some() {
+                        refuse(&format!("columns.{}", c.name), "(absent)".into(), format!("`{}`", c.ty.sql()), "PostgreSQL cannot add an identity column to a partitioned table; use `bigserial`, or a column without identity");
+                    } else if c.ty.not_null && c.ty.default.is_none() {
                         refuse(&format!("columns.{}", c.name), "(absent)".into(), format!("`{}`", c.ty.sql()), "existing rows have no value for a new `not null` column without a default; give it a default");
                     } else {
                         added_columns.push(c.clone());
@@ -614,8 +701,16 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
         }
         (a, b) if a.is_some() != b.is_some() => refuse(
             "columns",
-            "".into(),
-            "".into(),
+            if a.is_some() {
+                "a table pgretain creates".into()
+            } else {
+                "an existing table".into()
+            },
+            if b.is_some() {
+                "a table pgretain creates".into()
+            } else {
+                "an existing table".into()
+            },
             "a dataset cannot switch between a table pgretain creates and an existing table",
         ),
         _ => {}
@@ -647,8 +742,18 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
             old.schedule, new.schedule
         ));
     }
-    if old.archive.as_ref().map(|a| a.keep) != new.archive.as_ref().map(|a| a.keep) {
-        whats.push(format!("{name}: archive keep changed"));
+    let (oak, nak) = (
+        old.archive.as_ref().map(|a| a.keep),
+        new.archive.as_ref().map(|a| a.keep),
+    );
+    if oak != nak {
+        whats.push(format!(
+            "{name}: archive keep {} -> {}",
+            oak.map(|d| d.to_string())
+                .unwrap_or_else(|| "(none)".into()),
+            nak.map(|d| d.to_string())
+                .unwrap_or_else(|| "(none)".into())
+        ));
     }
     if old.erase_by != new.erase_by {
         whats.push(format!(
@@ -657,28 +762,71 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
             show(&new.erase_by)
         ));
     }
-    let settings_changed = !whats.is_empty();
-    if settings_changed {
-        sql.push_str(&format!("-- {name}: settings ({})\n", new.keep_source));
+    if old.description != new.description {
+        whats.push(format!("{name}: description"));
+    }
+    if !whats.is_empty() {
+        // One statement updates every setting the engine reads (the row is
+        // the whole truth about the dataset), so it is re-emitted whole.
+        sql.push_str(&format!(
+            "-- {name}: settings: {} ({})\n",
+            whats
+                .iter()
+                .map(|w| w.strip_prefix(&format!("{name}: ")).unwrap_or(w))
+                .collect::<Vec<_>>()
+                .join("; "),
+            if old.keep != new.keep {
+                &new.keep_source
+            } else {
+                &new.source
+            }
+        ));
         sql.push_str(&render::dataset_settings(new));
     }
     if let (Some(e), true) = (&new.erase_by, old.erase_by != new.erase_by) {
         sql.push_str(&format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {} ({});\n",
-            ident(&render::object_name(
-                &format!("{}_{}", new.table, e),
-                "_idx"
-            )),
+            "\n-- {name}: erase_by `{e}`: index what erasure matches ({})\n",
+            new.source
+        ));
+        // The same name `render::dataset_create` gives it.
+        let index = ident(&render::object_name(
+            &format!("{}_{}", new.table, e),
+            "_idx",
+        ));
+        sql.push_str(&format!(
+            "CREATE INDEX IF NOT EXISTS {index} ON {} ({});\n",
             relation(new),
             ident(e)
+        ));
+        if let Some(a) = &new.archive {
+            sql.push_str(&format!(
+                "CREATE INDEX IF NOT EXISTS {index} ON {} ({});\n",
+                qualified(&a.schema, &new.table),
+                ident(e)
+            ));
+        }
+    }
+    if old.description != new.description {
+        sql.push_str(&format!(
+            "\n-- {name}: description ({})\nCOMMENT ON TABLE {} IS {};\n",
+            new.source,
+            relation(new),
+            lit(&format!("{} (pgretain dataset {name})", new.description))
         ));
     }
     if !added_columns.is_empty() {
         for c in &added_columns {
             whats.push(format!("{name}: add column {}", c.name));
             sql.push_str(&format!(
-                "-- {name}: new column {} ({})\n",
-                c.name, new.source
+                "\n-- {name}: new column {} `{}`{} ({})\n",
+                c.name,
+                c.ty.sql(),
+                if new.archive.is_some() {
+                    ", in the table and its archive"
+                } else {
+                    ""
+                },
+                new.source
             ));
             sql.push_str(&format!(
                 "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {};\n",
@@ -691,56 +839,67 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
                     "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {};\n",
                     qualified(&a.schema, &new.table),
                     ident(&c.name),
-                    c.ty.sql_type
+                    archive_type(&c.ty)
                 ));
             }
         }
-        // The view lists t.*: recreate it so it shows the new columns.
+        // The view lists t.*, frozen when it was created: recreate it so it
+        // shows the new columns.
         sql.push_str(&format!(
-            "DROP VIEW IF EXISTS retention.{};\n",
+            "\n-- {name}: the view of expired rows is rebuilt to show the new column(s)\nDROP VIEW IF EXISTS retention.{};",
             ident(&format!("expired_{name}"))
         ));
         sql.push_str(&render::expired_view(new));
     }
     if old.sensitive != new.sensitive || old.sliding != new.sliding {
-        whats.push(format!("{name}: sensitive keys / sliding changed"));
+        if old.sensitive != new.sensitive {
+            whats.push(format!("{name}: sensitive keys"));
+        }
+        if old.sliding != new.sliding {
+            whats.push(format!(
+                "{name}: sliding {} -> {}",
+                old.sliding, new.sliding
+            ));
+        }
         if new.sensitive.is_empty() && !old.sensitive.is_empty() {
             sql.push_str(&format!(
-                "DROP TRIGGER IF EXISTS pgretain_strip_sensitive ON {};\n",
+                "\n-- {name}: no sensitive keys any more: stop stripping them ({})\nDROP TRIGGER IF EXISTS pgretain_strip_sensitive ON {};\n",
+                new.source,
                 relation(new)
             ));
         }
         if !new.sliding && old.sliding {
             sql.push_str(&format!(
-                "DROP TRIGGER IF EXISTS pgretain_sliding_clock ON {};\n",
+                "\n-- {name}: sliding: false: the clock no longer follows activity ({})\nDROP TRIGGER IF EXISTS pgretain_sliding_clock ON {};\n",
+                new.source,
                 relation(new)
             ));
         }
         let mut only = new.clone();
         // Re-emit only the sensitive and sliding triggers (the stamp trigger is unchanged).
         only.changes_apply_to = ChangesApplyTo::AllRows;
-        sql.push_str(&render::triggers(&only));
-    }
-    if old.description != new.description {
-        whats.push(format!("{name}: description"));
-        sql.push_str(&format!(
-            "COMMENT ON TABLE {} IS {};\n",
-            relation(new),
-            lit(&format!("{} (pgretain dataset {name})", new.description))
-        ));
-        if !settings_changed {
-            sql.push_str(&render::dataset_settings(new));
+        if old.sensitive == new.sensitive {
+            only.sensitive.clear();
         }
+        if old.sliding == new.sliding {
+            only.sliding = false;
+        }
+        sql.push_str(&render::triggers(&only));
     }
     if whats.is_empty() {
         return Ok(None);
     }
+    let only_columns = whats.iter().all(|w| w.contains(": add column "));
     let slug = if whats.len() == 1 && old.keep != new.keep {
-        if new.keep < old.keep {
-            format!("shorten_{name}")
-        } else {
-            format!("lengthen_{name}")
+        match new.keep.cmp(&old.keep) {
+            std::cmp::Ordering::Less => format!("shorten_{name}"),
+            std::cmp::Ordering::Greater => format!("lengthen_{name}"),
+            std::cmp::Ordering::Equal => format!("keep_{name}"),
         }
+    } else if only_columns && added_columns.len() == 1 {
+        format!("add_{}_to_{name}", added_columns[0].name)
+    } else if only_columns {
+        format!("add_columns_to_{name}")
     } else {
         format!("update_{name}")
     };
@@ -754,11 +913,22 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
 /// Remove a dataset entirely (only with `--allow-destructive`).
 fn remove_dataset(ds: &Dataset) -> String {
     let mut s = format!(
-        "-- {name}: removed from the policy; compiled with --allow-destructive, so its table,\n-- its archive and every row in them are dropped\n",
-        name = ds.name
+        "-- {name}: removed from the policy (it was defined at {source}) and compiled with\n-- --allow-destructive: its table{archive} and every row in {them} are dropped\n-- (CASCADE: views and foreign keys that depend on {them} go too); `pgretain apply`\n-- removes its pg_cron job\n",
+        name = ds.name,
+        source = ds.source,
+        archive = render::archive_relation(ds)
+            .map(|a| format!(", its archive {a}"))
+            .unwrap_or_default(),
+        them = if ds.archive.is_some() { "them" } else { "it" },
     );
+    // Overrides, holds and tenant settings go with the row (ON DELETE CASCADE).
     s.push_str(&format!(
         "DELETE FROM retention.dataset WHERE name = {};\n",
+        lit(&ds.name)
+    ));
+    // Retentions ever stamped: a dataset added again later starts afresh.
+    s.push_str(&format!(
+        "DELETE FROM retention.keep_history WHERE dataset = {};\n",
         lit(&ds.name)
     ));
     s.push_str(&format!(
