@@ -533,7 +533,8 @@ $$;
 --
 -- How, in separate transactions (COMMIT between steps, so a job never holds
 -- locks for long and a failed step never undoes the ones before it):
---   1. premake: future partitions (a failure here is logged, not fatal);
+--   1. premake: future partitions (a failure here is logged, not fatal;
+--      like every lock the run takes, waits at most lock_timeout);
 --   2. whole partitions: a partition whose upper bound plus the longest
 --      possible retention (plus calendar slack) is at or before T holds
 --      only expired rows; unless it holds a held row, it is dropped
@@ -571,6 +572,7 @@ DECLARE
     v_state    text;
     v_where    text;
     v_held     boolean;
+    v_name     text;
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
@@ -585,7 +587,24 @@ BEGIN
     END IF;
     INSERT INTO retention.run_log (dataset, action, reference_time)
         VALUES (p_dataset, 'enforce', v_t) RETURNING id INTO v_log;
+    -- A run of this dataset still logged as 'running' is dead: every run
+    -- holds the lock we now hold until it has logged its outcome, and the
+    -- lock is session-level, so it ended with that run's connection. It was
+    -- killed (pg_terminate_backend, a crash, a restart, a statement_timeout)
+    -- before logging how it ended: say so, or the evidence would show it in
+    -- progress forever. Its work up to its last COMMIT stays done.
+    UPDATE retention.run_log
+       SET outcome = 'failed',
+           detail = pg_catalog.concat_ws('; ', detail, pg_catalog.format(
+               'ended without logging its outcome (its connection was terminated or the server stopped); found by run %s', v_log))
+     WHERE dataset = p_dataset AND action = 'enforce' AND outcome = 'running' AND id <> v_log;
     COMMIT;
+
+    -- Every lock the run takes from here on waits at most lock_timeout.
+    -- Premake included: creating a partition takes ACCESS EXCLUSIVE on the
+    -- parent, so without a timeout a long transaction reading the table
+    -- would stall the run, and every insert queued behind it, indefinitely.
+    PERFORM pg_catalog.set_config('lock_timeout', d.lock_timeout, false);
 
     -- 1. Future partitions, in their own transaction.
     BEGIN
@@ -597,7 +616,6 @@ BEGIN
     END;
     COMMIT;
 
-    PERFORM pg_catalog.set_config('lock_timeout', d.lock_timeout, false);
     SELECT pg_catalog.array_agg(k) INTO v_keeps FROM retention.possible_keeps(p_dataset) AS k;
 
     FOR v_part IN SELECT * FROM retention.partitions(p_dataset) LOOP
@@ -622,8 +640,10 @@ BEGIN
                     v_archived := v_archived + retention.remove_batch(p_dataset, v_part.partition, v_t, 0,
                                                                       retention.pages_of(v_part.partition) + 1);
                 END IF;
+                -- Its name, taken before the drop: a dropped regclass prints as a bare OID.
+                v_name := v_part.partition::text;
                 EXECUTE pg_catalog.format('DROP TABLE %s', v_part.partition);
-                v_dropped := v_dropped || v_part.partition::text;
+                v_dropped := v_dropped || v_name;
                 v_in_drop := v_in_drop + v_rows;
             END IF;
         EXCEPTION WHEN lock_not_available THEN
@@ -695,7 +715,7 @@ BEGIN
            partitions_dropped = v_dropped, partitions_skipped = v_skipped,
            rows_deleted = v_deleted, rows_in_dropped = v_in_drop, rows_archived = v_archived,
            archive_rows_deleted = v_arch_del,
-           detail = pg_catalog.concat_ws('; ', detail, v_err)
+           detail = NULLIF(pg_catalog.concat_ws('; ', detail, v_err), '')   -- NULL, not '', when all went well
      WHERE id = v_log;
     COMMIT;
     PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pgretain'), pg_catalog.hashtext(p_dataset));
@@ -758,7 +778,7 @@ BEGIN
 END
 $$;
 
--- the allowed environment values
+-- the allowed environment values (the policy's `environments`)
 DELETE FROM retention.environment WHERE name NOT IN ('draft', 'live');
 INSERT INTO retention.environment (name) VALUES ('draft') ON CONFLICT DO NOTHING;
 INSERT INTO retention.environment (name) VALUES ('live') ON CONFLICT DO NOTHING;
@@ -772,17 +792,60 @@ INSERT INTO retention.environment (name) VALUES ('live') ON CONFLICT DO NOTHING;
 -- ===========================================================================
 
 -- conversations: settings: retention, bounds, schedule (policies/chatbot.yaml:31)
-INSERT INTO "retention"."dataset" ("name", "relation", "time_column", "tenant_column", "environment_column", "erase_column", "granularity", "premake", "keep", "min_keep", "max_keep", "new_rows", "archive_relation", "archive_keep", "schedule", "source") VALUES ('conversations', '"app"."conversations"', 'started_at', 'bot_id', 'environment', 'conversation_id', 'day', 14, interval '365 days', interval '1 day', interval '3650 days', FALSE, '"archive"."conversations"', interval '90 days', '30 3 * * *', 'policies/chatbot.yaml:14') ON CONFLICT ("name") DO UPDATE SET "relation" = "excluded"."relation", "time_column" = "excluded"."time_column", "tenant_column" = "excluded"."tenant_column", "environment_column" = "excluded"."environment_column", "erase_column" = "excluded"."erase_column", "granularity" = "excluded"."granularity", "premake" = "excluded"."premake", "keep" = "excluded"."keep", "min_keep" = "excluded"."min_keep", "max_keep" = "excluded"."max_keep", "new_rows" = "excluded"."new_rows", "archive_relation" = "excluded"."archive_relation", "archive_keep" = "excluded"."archive_keep", "schedule" = "excluded"."schedule", "source" = "excluded"."source";
+INSERT INTO retention.dataset (name, relation, time_column, tenant_column, environment_column, erase_column, granularity, premake, keep, min_keep, max_keep, new_rows, archive_relation, archive_keep, schedule, source)
+VALUES (
+    'conversations',            -- name: the dataset
+    '"app"."conversations"',    -- relation: its table
+    'started_at',               -- time_column: the retention clock
+    'bot_id',                   -- tenant_column: per-tenant settings
+    'environment',              -- environment_column: per-environment settings
+    'conversation_id',          -- erase_column: what erase() matches
+    'day',                      -- granularity: partition size
+    14,                         -- premake: partitions made ahead
+    interval '365 days',        -- keep: default retention
+    interval '1 day',           -- min_keep: lowest tenant setting allowed
+    interval '3650 days',       -- max_keep: highest tenant setting allowed
+    false,                      -- new_rows: retention stamped on insert
+    '"archive"."conversations"',-- archive_relation: where expired rows go
+    interval '90 days',         -- archive_keep: how long they stay there
+    '30 3 * * *',               -- schedule: enforcement job, GMT
+    'policies/chatbot.yaml:14'  -- source: where the policy defines it
+)
+ON CONFLICT (name) DO UPDATE SET
+    relation = EXCLUDED.relation,
+    time_column = EXCLUDED.time_column,
+    tenant_column = EXCLUDED.tenant_column,
+    environment_column = EXCLUDED.environment_column,
+    erase_column = EXCLUDED.erase_column,
+    granularity = EXCLUDED.granularity,
+    premake = EXCLUDED.premake,
+    keep = EXCLUDED.keep,
+    min_keep = EXCLUDED.min_keep,
+    max_keep = EXCLUDED.max_keep,
+    new_rows = EXCLUDED.new_rows,
+    archive_relation = EXCLUDED.archive_relation,
+    archive_keep = EXCLUDED.archive_keep,
+    schedule = EXCLUDED.schedule,
+    source = EXCLUDED.source;
 
 -- conversations: the table, range-partitioned on the retention clock (policies/chatbot.yaml:14)
 CREATE SCHEMA IF NOT EXISTS "app";
-CREATE TABLE IF NOT EXISTS "app"."conversations" ( "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY, "bot_id" text NOT NULL, "environment" text NOT NULL, "conversation_id" uuid NOT NULL, "user_id" text, "channel" text NOT NULL, "started_at" timestamptz NOT NULL DEFAULT (now()), "transcript" jsonb NOT NULL DEFAULT ('[]'::jsonb) ) PARTITION BY RANGE ("started_at");
+CREATE TABLE IF NOT EXISTS "app"."conversations" (
+    "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
+    "bot_id" text NOT NULL,
+    "environment" text NOT NULL,
+    "conversation_id" uuid NOT NULL,
+    "user_id" text,
+    "channel" text NOT NULL,
+    "started_at" timestamptz NOT NULL DEFAULT (now()),
+    "transcript" jsonb NOT NULL DEFAULT ('[]'::jsonb)
+) PARTITION BY RANGE ("started_at");
 COMMENT ON TABLE "app"."conversations" IS 'Conversations users had with the bot (History > Conversations). (pgretain dataset conversations)';
 
--- conversations: rows outside every partition (far past or future) land here and are enforced too
+-- conversations: rows outside every partition (far past or future) land here and are enforced too (policies/chatbot.yaml:14)
 CREATE TABLE IF NOT EXISTS "app"."conversations_default" PARTITION OF "app"."conversations" DEFAULT;
 
--- conversations: indexes for enforcement, holds and erasure
+-- conversations: indexes for enforcement, holds and erasure (policies/chatbot.yaml:14)
 CREATE INDEX IF NOT EXISTS "conversations_started_at_idx" ON "app"."conversations" ("started_at");
 CREATE INDEX IF NOT EXISTS "conversations_bot_id_started_at_idx" ON "app"."conversations" ("bot_id", "started_at");
 CREATE INDEX IF NOT EXISTS "conversations_conversation_id_idx" ON "app"."conversations" ("conversation_id");
@@ -829,7 +892,7 @@ SELECT t.* FROM "app"."conversations" t
 WHERE (t."started_at" AT TIME ZONE 'UTC') + retention.keep_for('conversations', t."bot_id"::text, t."environment"::text) < (now() AT TIME ZONE 'UTC')
   AND NOT retention.is_held('conversations', t."bot_id"::text, t."environment"::text, now());
 
--- conversations: the current partition and 14 ahead
+-- conversations: the current partition and 14 ahead (policies/chatbot.yaml:14)
 SELECT retention.premake('conversations');
 
 -- ===========================================================================
@@ -841,17 +904,60 @@ SELECT retention.premake('conversations');
 -- ===========================================================================
 
 -- sessions: settings: retention, bounds, schedule (policies/chatbot.yaml:58)
-INSERT INTO "retention"."dataset" ("name", "relation", "time_column", "tenant_column", "environment_column", "erase_column", "granularity", "premake", "keep", "min_keep", "max_keep", "new_rows", "archive_relation", "archive_keep", "schedule", "source") VALUES ('sessions', '"app"."sessions"', 'last_activity_at', 'bot_id', 'environment', 'conversation_id', 'day', 14, interval '30 days', interval '1 hour', interval '365 days', TRUE, '"archive"."sessions"', interval '90 days', '30 3 * * *', 'policies/chatbot.yaml:40') ON CONFLICT ("name") DO UPDATE SET "relation" = "excluded"."relation", "time_column" = "excluded"."time_column", "tenant_column" = "excluded"."tenant_column", "environment_column" = "excluded"."environment_column", "erase_column" = "excluded"."erase_column", "granularity" = "excluded"."granularity", "premake" = "excluded"."premake", "keep" = "excluded"."keep", "min_keep" = "excluded"."min_keep", "max_keep" = "excluded"."max_keep", "new_rows" = "excluded"."new_rows", "archive_relation" = "excluded"."archive_relation", "archive_keep" = "excluded"."archive_keep", "schedule" = "excluded"."schedule", "source" = "excluded"."source";
+INSERT INTO retention.dataset (name, relation, time_column, tenant_column, environment_column, erase_column, granularity, premake, keep, min_keep, max_keep, new_rows, archive_relation, archive_keep, schedule, source)
+VALUES (
+    'sessions',                -- name: the dataset
+    '"app"."sessions"',        -- relation: its table
+    'last_activity_at',        -- time_column: the retention clock
+    'bot_id',                  -- tenant_column: per-tenant settings
+    'environment',             -- environment_column: per-environment settings
+    'conversation_id',         -- erase_column: what erase() matches
+    'day',                     -- granularity: partition size
+    14,                        -- premake: partitions made ahead
+    interval '30 days',        -- keep: default retention
+    interval '1 hour',         -- min_keep: lowest tenant setting allowed
+    interval '365 days',       -- max_keep: highest tenant setting allowed
+    true,                      -- new_rows: retention stamped on insert
+    '"archive"."sessions"',    -- archive_relation: where expired rows go
+    interval '90 days',        -- archive_keep: how long they stay there
+    '30 3 * * *',              -- schedule: enforcement job, GMT
+    'policies/chatbot.yaml:40' -- source: where the policy defines it
+)
+ON CONFLICT (name) DO UPDATE SET
+    relation = EXCLUDED.relation,
+    time_column = EXCLUDED.time_column,
+    tenant_column = EXCLUDED.tenant_column,
+    environment_column = EXCLUDED.environment_column,
+    erase_column = EXCLUDED.erase_column,
+    granularity = EXCLUDED.granularity,
+    premake = EXCLUDED.premake,
+    keep = EXCLUDED.keep,
+    min_keep = EXCLUDED.min_keep,
+    max_keep = EXCLUDED.max_keep,
+    new_rows = EXCLUDED.new_rows,
+    archive_relation = EXCLUDED.archive_relation,
+    archive_keep = EXCLUDED.archive_keep,
+    schedule = EXCLUDED.schedule,
+    source = EXCLUDED.source;
 
 -- sessions: the table, range-partitioned on the retention clock (policies/chatbot.yaml:40)
 CREATE SCHEMA IF NOT EXISTS "app";
-CREATE TABLE IF NOT EXISTS "app"."sessions" ( "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY, "bot_id" text NOT NULL, "environment" text NOT NULL, "conversation_id" uuid NOT NULL, "created_at" timestamptz NOT NULL DEFAULT (now()), "last_activity_at" timestamptz NOT NULL DEFAULT (now()), "variables" jsonb NOT NULL DEFAULT ('{}'::jsonb), "retention_keep" interval NOT NULL ) PARTITION BY RANGE ("last_activity_at");
+CREATE TABLE IF NOT EXISTS "app"."sessions" (
+    "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
+    "bot_id" text NOT NULL,
+    "environment" text NOT NULL,
+    "conversation_id" uuid NOT NULL,
+    "created_at" timestamptz NOT NULL DEFAULT (now()),
+    "last_activity_at" timestamptz NOT NULL DEFAULT (now()),
+    "variables" jsonb NOT NULL DEFAULT ('{}'::jsonb),
+    "retention_keep" interval NOT NULL  -- changes_apply_to: new_rows: the retention in force at insert
+) PARTITION BY RANGE ("last_activity_at");
 COMMENT ON TABLE "app"."sessions" IS 'Session information and variables, kept while the user talks to the bot. (pgretain dataset sessions)';
 
--- sessions: rows outside every partition (far past or future) land here and are enforced too
+-- sessions: rows outside every partition (far past or future) land here and are enforced too (policies/chatbot.yaml:40)
 CREATE TABLE IF NOT EXISTS "app"."sessions_default" PARTITION OF "app"."sessions" DEFAULT;
 
--- sessions: indexes for enforcement, holds and erasure
+-- sessions: indexes for enforcement, holds and erasure (policies/chatbot.yaml:40)
 CREATE INDEX IF NOT EXISTS "sessions_last_activity_at_idx" ON "app"."sessions" ("last_activity_at");
 CREATE INDEX IF NOT EXISTS "sessions_bot_id_last_activity_at_idx" ON "app"."sessions" ("bot_id", "last_activity_at");
 CREATE INDEX IF NOT EXISTS "sessions_conversation_id_idx" ON "app"."sessions" ("conversation_id");
@@ -934,7 +1040,7 @@ SELECT t.* FROM "app"."sessions" t
 WHERE (t."last_activity_at" AT TIME ZONE 'UTC') + t."retention_keep" < (now() AT TIME ZONE 'UTC')
   AND NOT retention.is_held('sessions', t."bot_id"::text, t."environment"::text, now());
 
--- sessions: the current partition and 14 ahead
+-- sessions: the current partition and 14 ahead (policies/chatbot.yaml:40)
 SELECT retention.premake('sessions');
 
 -- ===========================================================================
@@ -946,17 +1052,60 @@ SELECT retention.premake('sessions');
 -- ===========================================================================
 
 -- error_logs: settings: retention, bounds, schedule (policies/chatbot.yaml:84)
-INSERT INTO "retention"."dataset" ("name", "relation", "time_column", "tenant_column", "environment_column", "erase_column", "granularity", "premake", "keep", "min_keep", "max_keep", "new_rows", "archive_relation", "archive_keep", "schedule", "source") VALUES ('error_logs', '"app"."error_logs"', 'occurred_at', 'bot_id', 'environment', NULL, 'day', 14, interval '365 days', interval '1 day', interval '730 days', FALSE, '"archive"."error_logs"', interval '90 days', '30 3 * * *', 'policies/chatbot.yaml:67') ON CONFLICT ("name") DO UPDATE SET "relation" = "excluded"."relation", "time_column" = "excluded"."time_column", "tenant_column" = "excluded"."tenant_column", "environment_column" = "excluded"."environment_column", "erase_column" = "excluded"."erase_column", "granularity" = "excluded"."granularity", "premake" = "excluded"."premake", "keep" = "excluded"."keep", "min_keep" = "excluded"."min_keep", "max_keep" = "excluded"."max_keep", "new_rows" = "excluded"."new_rows", "archive_relation" = "excluded"."archive_relation", "archive_keep" = "excluded"."archive_keep", "schedule" = "excluded"."schedule", "source" = "excluded"."source";
+INSERT INTO retention.dataset (name, relation, time_column, tenant_column, environment_column, erase_column, granularity, premake, keep, min_keep, max_keep, new_rows, archive_relation, archive_keep, schedule, source)
+VALUES (
+    'error_logs',              -- name: the dataset
+    '"app"."error_logs"',      -- relation: its table
+    'occurred_at',             -- time_column: the retention clock
+    'bot_id',                  -- tenant_column: per-tenant settings
+    'environment',             -- environment_column: per-environment settings
+    NULL,                      -- erase_column: what erase() matches
+    'day',                     -- granularity: partition size
+    14,                        -- premake: partitions made ahead
+    interval '365 days',       -- keep: default retention
+    interval '1 day',          -- min_keep: lowest tenant setting allowed
+    interval '730 days',       -- max_keep: highest tenant setting allowed
+    false,                     -- new_rows: retention stamped on insert
+    '"archive"."error_logs"',  -- archive_relation: where expired rows go
+    interval '90 days',        -- archive_keep: how long they stay there
+    '30 3 * * *',              -- schedule: enforcement job, GMT
+    'policies/chatbot.yaml:67' -- source: where the policy defines it
+)
+ON CONFLICT (name) DO UPDATE SET
+    relation = EXCLUDED.relation,
+    time_column = EXCLUDED.time_column,
+    tenant_column = EXCLUDED.tenant_column,
+    environment_column = EXCLUDED.environment_column,
+    erase_column = EXCLUDED.erase_column,
+    granularity = EXCLUDED.granularity,
+    premake = EXCLUDED.premake,
+    keep = EXCLUDED.keep,
+    min_keep = EXCLUDED.min_keep,
+    max_keep = EXCLUDED.max_keep,
+    new_rows = EXCLUDED.new_rows,
+    archive_relation = EXCLUDED.archive_relation,
+    archive_keep = EXCLUDED.archive_keep,
+    schedule = EXCLUDED.schedule,
+    source = EXCLUDED.source;
 
 -- error_logs: the table, range-partitioned on the retention clock (policies/chatbot.yaml:67)
 CREATE SCHEMA IF NOT EXISTS "app";
-CREATE TABLE IF NOT EXISTS "app"."error_logs" ( "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY, "bot_id" text NOT NULL, "environment" text NOT NULL, "integration" text NOT NULL, "occurred_at" timestamptz NOT NULL DEFAULT (now()), "status_code" integer, "request" jsonb, "response" jsonb ) PARTITION BY RANGE ("occurred_at");
+CREATE TABLE IF NOT EXISTS "app"."error_logs" (
+    "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
+    "bot_id" text NOT NULL,
+    "environment" text NOT NULL,
+    "integration" text NOT NULL,
+    "occurred_at" timestamptz NOT NULL DEFAULT (now()),
+    "status_code" integer,
+    "request" jsonb,
+    "response" jsonb
+) PARTITION BY RANGE ("occurred_at");
 COMMENT ON TABLE "app"."error_logs" IS E'Errors thrown by the bot\'s API integrations (History > Error logs). (pgretain dataset error_logs)';
 
--- error_logs: rows outside every partition (far past or future) land here and are enforced too
+-- error_logs: rows outside every partition (far past or future) land here and are enforced too (policies/chatbot.yaml:67)
 CREATE TABLE IF NOT EXISTS "app"."error_logs_default" PARTITION OF "app"."error_logs" DEFAULT;
 
--- error_logs: indexes for enforcement, holds and erasure
+-- error_logs: indexes for enforcement, holds and erasure (policies/chatbot.yaml:67)
 CREATE INDEX IF NOT EXISTS "error_logs_occurred_at_idx" ON "app"."error_logs" ("occurred_at");
 CREATE INDEX IF NOT EXISTS "error_logs_bot_id_occurred_at_idx" ON "app"."error_logs" ("bot_id", "occurred_at");
 
@@ -1001,7 +1150,7 @@ SELECT t.* FROM "app"."error_logs" t
 WHERE (t."occurred_at" AT TIME ZONE 'UTC') + retention.keep_for('error_logs', t."bot_id"::text, t."environment"::text) < (now() AT TIME ZONE 'UTC')
   AND NOT retention.is_held('error_logs', t."bot_id"::text, t."environment"::text, now());
 
--- error_logs: the current partition and 14 ahead
+-- error_logs: the current partition and 14 ahead (policies/chatbot.yaml:67)
 SELECT retention.premake('error_logs');
 
 -- ===========================================================================
@@ -1013,17 +1162,58 @@ SELECT retention.premake('error_logs');
 -- ===========================================================================
 
 -- training_expressions: settings: retention, bounds, schedule (policies/chatbot.yaml:107)
-INSERT INTO "retention"."dataset" ("name", "relation", "time_column", "tenant_column", "environment_column", "erase_column", "granularity", "premake", "keep", "min_keep", "max_keep", "new_rows", "archive_relation", "archive_keep", "schedule", "source") VALUES ('training_expressions', '"app"."training_expressions"', 'added_at', 'bot_id', 'environment', NULL, 'day', 14, interval '365 days', interval '1 day', interval '1825 days', FALSE, '"archive"."training_expressions"', interval '90 days', '30 3 * * *', 'policies/chatbot.yaml:92') ON CONFLICT ("name") DO UPDATE SET "relation" = "excluded"."relation", "time_column" = "excluded"."time_column", "tenant_column" = "excluded"."tenant_column", "environment_column" = "excluded"."environment_column", "erase_column" = "excluded"."erase_column", "granularity" = "excluded"."granularity", "premake" = "excluded"."premake", "keep" = "excluded"."keep", "min_keep" = "excluded"."min_keep", "max_keep" = "excluded"."max_keep", "new_rows" = "excluded"."new_rows", "archive_relation" = "excluded"."archive_relation", "archive_keep" = "excluded"."archive_keep", "schedule" = "excluded"."schedule", "source" = "excluded"."source";
+INSERT INTO retention.dataset (name, relation, time_column, tenant_column, environment_column, erase_column, granularity, premake, keep, min_keep, max_keep, new_rows, archive_relation, archive_keep, schedule, source)
+VALUES (
+    'training_expressions',            -- name: the dataset
+    '"app"."training_expressions"',    -- relation: its table
+    'added_at',                        -- time_column: the retention clock
+    'bot_id',                          -- tenant_column: per-tenant settings
+    'environment',                     -- environment_column: per-environment settings
+    NULL,                              -- erase_column: what erase() matches
+    'day',                             -- granularity: partition size
+    14,                                -- premake: partitions made ahead
+    interval '365 days',               -- keep: default retention
+    interval '1 day',                  -- min_keep: lowest tenant setting allowed
+    interval '1825 days',              -- max_keep: highest tenant setting allowed
+    false,                             -- new_rows: retention stamped on insert
+    '"archive"."training_expressions"',-- archive_relation: where expired rows go
+    interval '90 days',                -- archive_keep: how long they stay there
+    '30 3 * * *',                      -- schedule: enforcement job, GMT
+    'policies/chatbot.yaml:92'         -- source: where the policy defines it
+)
+ON CONFLICT (name) DO UPDATE SET
+    relation = EXCLUDED.relation,
+    time_column = EXCLUDED.time_column,
+    tenant_column = EXCLUDED.tenant_column,
+    environment_column = EXCLUDED.environment_column,
+    erase_column = EXCLUDED.erase_column,
+    granularity = EXCLUDED.granularity,
+    premake = EXCLUDED.premake,
+    keep = EXCLUDED.keep,
+    min_keep = EXCLUDED.min_keep,
+    max_keep = EXCLUDED.max_keep,
+    new_rows = EXCLUDED.new_rows,
+    archive_relation = EXCLUDED.archive_relation,
+    archive_keep = EXCLUDED.archive_keep,
+    schedule = EXCLUDED.schedule,
+    source = EXCLUDED.source;
 
 -- training_expressions: the table, range-partitioned on the retention clock (policies/chatbot.yaml:92)
 CREATE SCHEMA IF NOT EXISTS "app";
-CREATE TABLE IF NOT EXISTS "app"."training_expressions" ( "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY, "bot_id" text NOT NULL, "environment" text NOT NULL, "intent" text, "expression" text NOT NULL, "added_at" timestamptz NOT NULL DEFAULT (now()) ) PARTITION BY RANGE ("added_at");
+CREATE TABLE IF NOT EXISTS "app"."training_expressions" (
+    "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
+    "bot_id" text NOT NULL,
+    "environment" text NOT NULL,
+    "intent" text,
+    "expression" text NOT NULL,
+    "added_at" timestamptz NOT NULL DEFAULT (now())
+) PARTITION BY RANGE ("added_at");
 COMMENT ON TABLE "app"."training_expressions" IS 'Expressions from real user conversations used to train the NLP (NLP > Train). (pgretain dataset training_expressions)';
 
--- training_expressions: rows outside every partition (far past or future) land here and are enforced too
+-- training_expressions: rows outside every partition (far past or future) land here and are enforced too (policies/chatbot.yaml:92)
 CREATE TABLE IF NOT EXISTS "app"."training_expressions_default" PARTITION OF "app"."training_expressions" DEFAULT;
 
--- training_expressions: indexes for enforcement, holds and erasure
+-- training_expressions: indexes for enforcement, holds and erasure (policies/chatbot.yaml:92)
 CREATE INDEX IF NOT EXISTS "training_expressions_added_at_idx" ON "app"."training_expressions" ("added_at");
 CREATE INDEX IF NOT EXISTS "training_expressions_bot_id_added_at_idx" ON "app"."training_expressions" ("bot_id", "added_at");
 
@@ -1053,7 +1243,7 @@ SELECT t.* FROM "app"."training_expressions" t
 WHERE (t."added_at" AT TIME ZONE 'UTC') + retention.keep_for('training_expressions', t."bot_id"::text, t."environment"::text) < (now() AT TIME ZONE 'UTC')
   AND NOT retention.is_held('training_expressions', t."bot_id"::text, t."environment"::text, now());
 
--- training_expressions: the current partition and 14 ahead
+-- training_expressions: the current partition and 14 ahead (policies/chatbot.yaml:92)
 SELECT retention.premake('training_expressions');
 
 -- ---------------------------------------------------------------------------

@@ -732,3 +732,31 @@ fn a_runtime_change_compiles_into_an_upgrade_migration() {
     let mut db = cluster.client("app");
     run_jobs(&mut db, w.gen());
 }
+
+/// The committed `generated/V1__init.sql` is what this pgretain writes for
+/// `policies/`: a change to the runtime or rendering without a new runtime
+/// version would otherwise go unnoticed by `compile --check` (which diffs
+/// policies, not output).
+#[test]
+fn committed_v1_matches_what_this_pgretain_writes() {
+    let state = pgretain::compile::read_state(Path::new("generated"))
+        .unwrap()
+        .expect("generated/pgretain-state.json");
+    if state.migrations.len() != 1 {
+        return; // later migrations carry the history; V1 is then frozen
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    compile(&CompileOptions {
+        policy_dir: PathBuf::from("policies"),
+        generated_dir: fresh.path().to_path_buf(),
+        check: false,
+        allow_destructive: false,
+    })
+    .unwrap();
+    let committed = std::fs::read_to_string("generated/V1__init.sql").unwrap();
+    let written = std::fs::read_to_string(fresh.path().join("V1__init.sql")).unwrap();
+    assert!(
+        committed == written,
+        "generated/V1__init.sql differs from what pgretain writes now: bump render::RUNTIME_VERSION so compile writes an upgrade migration, or (before any deploy) delete generated/ and run `cargo run -- compile policies`"
+    );
+}

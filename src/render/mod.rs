@@ -1,15 +1,17 @@
 //! SQL rendering: the resolved model in, SQL text out (SPEC §3, §4).
 //!
 //! Pure functions, no I/O. Every identifier and literal that comes from a
-//! policy goes through `ident` / `lit` (sea-query's quoting); DDL that
-//! sea-query can build (tables, indexes, inserts) is built with it. The
+//! policy goes through `ident` / `lit` (sea-query's quoting); column
+//! definitions and indexes are built with sea-query. Statements a DBA
+//! reviews line by line (the settings row, the table) are laid out one
+//! value or column per line, which sea-query's one-line output cannot do. The
 //! PL/pgSQL machinery shared by all datasets is `runtime.sql`, static text
 //! with no policy input at all. Output is deterministic: same model, same
 //! bytes.
 
 use sea_query::{
-    Alias, ColumnDef, Expr, Index, IntoIden, OnConflict, PostgresQueryBuilder, Query, QueryBuilder,
-    QuotedBuilder, SimpleExpr, Table, Value,
+    Alias, ColumnDef, Expr, Index, IntoIden, PostgresQueryBuilder, QueryBuilder, QuotedBuilder,
+    TableBuilder, Value,
 };
 
 use crate::model::{ChangesApplyTo, Dataset, Duration, Granularity, Hold, Override, Policy};
@@ -90,20 +92,6 @@ fn opt_lit(v: Option<&str>) -> String {
     v.map(lit).unwrap_or_else(|| "NULL".into())
 }
 
-fn val(v: Option<&str>) -> SimpleExpr {
-    match v {
-        Some(s) => Expr::val(s),
-        None => Expr::cust("NULL"),
-    }
-}
-
-fn ival(d: Option<Duration>) -> SimpleExpr {
-    match d {
-        Some(d) => Expr::cust(interval(d)),
-        None => Expr::cust("NULL"),
-    }
-}
-
 /// The file header: what produced the file and how to read it.
 pub fn header(files: &[String], title: &str) -> String {
     let mut s = String::new();
@@ -123,56 +111,99 @@ fn rule(ds_name: &str, what: &str, source: &dyn std::fmt::Display) -> String {
 }
 
 /// `INSERT INTO retention.dataset … ON CONFLICT DO UPDATE`: the dataset's
-/// settings as the engine reads them.
+/// settings as the engine reads them, one per line so a diff shows exactly
+/// which changed. Every value goes through `lit` / `interval`.
 pub fn dataset_settings(ds: &Dataset) -> String {
-    let cols = [
-        "name",
-        "relation",
-        "time_column",
-        "tenant_column",
-        "environment_column",
-        "erase_column",
-        "granularity",
-        "premake",
-        "keep",
-        "min_keep",
-        "max_keep",
-        "new_rows",
-        "archive_relation",
-        "archive_keep",
-        "schedule",
-        "source",
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
+    let rows: Vec<(&str, String, &str)> = vec![
+        ("name", lit(&ds.name), "the dataset"),
+        ("relation", lit(&relation(ds)), "its table"),
+        ("time_column", lit(&ds.time), "the retention clock"),
+        (
+            "tenant_column",
+            opt(ds.tenant.as_deref().map(lit)),
+            "per-tenant settings",
+        ),
+        (
+            "environment_column",
+            opt(ds.environment.as_deref().map(lit)),
+            "per-environment settings",
+        ),
+        (
+            "erase_column",
+            opt(ds.erase_by.as_deref().map(lit)),
+            "what erase() matches",
+        ),
+        (
+            "granularity",
+            lit(granularity(ds.partition)),
+            "partition size",
+        ),
+        (
+            "premake",
+            premake(ds.partition).to_string(),
+            "partitions made ahead",
+        ),
+        ("keep", interval(ds.keep), "default retention"),
+        (
+            "min_keep",
+            opt(ds.min_keep.map(interval)),
+            "lowest tenant setting allowed",
+        ),
+        (
+            "max_keep",
+            opt(ds.max_keep.map(interval)),
+            "highest tenant setting allowed",
+        ),
+        (
+            "new_rows",
+            (ds.changes_apply_to == ChangesApplyTo::NewRows).to_string(),
+            "retention stamped on insert",
+        ),
+        (
+            "archive_relation",
+            opt(archive_relation(ds).as_deref().map(lit)),
+            "where expired rows go",
+        ),
+        (
+            "archive_keep",
+            opt(ds.archive.as_ref().map(|a| interval(a.keep))),
+            "how long they stay there",
+        ),
+        ("schedule", lit(&ds.schedule), "enforcement job, GMT"),
+        (
+            "source",
+            lit(&ds.source.to_string()),
+            "where the policy defines it",
+        ),
     ];
-    let values: Vec<SimpleExpr> = vec![
-        Expr::val(ds.name.as_str()),
-        Expr::val(relation(ds)),
-        Expr::val(ds.time.as_str()),
-        val(ds.tenant.as_deref()),
-        val(ds.environment.as_deref()),
-        val(ds.erase_by.as_deref()),
-        Expr::val(granularity(ds.partition)),
-        Expr::val(premake(ds.partition) as i32),
-        Expr::cust(interval(ds.keep)),
-        ival(ds.min_keep),
-        ival(ds.max_keep),
-        Expr::val(ds.changes_apply_to == ChangesApplyTo::NewRows),
-        val(archive_relation(ds).as_deref()),
-        ival(ds.archive.as_ref().map(|a| a.keep)),
-        Expr::val(ds.schedule.as_str()),
-        Expr::val(ds.source.to_string()),
-    ];
-    let update: Vec<Alias> = cols.iter().skip(1).map(|c| Alias::new(*c)).collect();
-    let sql = Query::insert()
-        .into_table((Alias::new("retention"), Alias::new("dataset")))
-        .columns(cols.iter().map(|c| Alias::new(*c)))
-        .values_panic(values)
-        .on_conflict(
-            OnConflict::column(Alias::new("name"))
-                .update_columns(update)
-                .to_owned(),
-        )
-        .to_string(PostgresQueryBuilder);
-    format!("{sql};\n")
+    let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0) + 1;
+    let mut s = format!(
+        "INSERT INTO retention.dataset ({})
+VALUES (
+",
+        rows.iter().map(|r| r.0).collect::<Vec<_>>().join(", ")
+    );
+    for (i, (col, value, what)) in rows.iter().enumerate() {
+        let comma = if i + 1 < rows.len() { "," } else { " " };
+        s.push_str(&format!(
+            "    {:<width$}-- {col}: {what}\n",
+            format!("{value}{comma}")
+        ));
+    }
+    s.push_str(
+        ")
+ON CONFLICT (name) DO UPDATE SET
+",
+    );
+    let updates: Vec<String> = rows
+        .iter()
+        .skip(1)
+        .map(|r| format!("    {0} = EXCLUDED.{0}", r.0))
+        .collect();
+    s.push_str(&updates.join(",\n"));
+    s.push_str(";\n");
+    s
 }
 
 /// Everything a new dataset needs: settings, table, partitions, triggers,
@@ -225,12 +256,8 @@ pub fn dataset_create(ds: &Dataset) -> String {
             "CREATE SCHEMA IF NOT EXISTS {};\n",
             ident(&ds.schema)
         ));
-        let mut t = Table::create();
-        t.table((
-            Alias::new(ds.schema.as_str()),
-            Alias::new(ds.table.as_str()),
-        ))
-        .if_not_exists();
+        // Each column rendered by sea-query, one per line for review.
+        let mut defs: Vec<String> = Vec::new();
         for c in columns {
             let mut def = ColumnDef::new(Alias::new(c.name.as_str()));
             def.custom(Alias::new(c.ty.sql_type.as_str()));
@@ -243,31 +270,44 @@ pub fn dataset_create(ds: &Dataset) -> String {
             if let Some(d) = &c.ty.default {
                 def.default(Expr::cust(d.clone()));
             }
-            t.col(def);
+            defs.push(column_sql(&def));
         }
         if ds.changes_apply_to == ChangesApplyTo::NewRows {
-            t.col(
-                ColumnDef::new(Alias::new(STAMP_COLUMN))
-                    .custom(Alias::new("interval"))
-                    .not_null(),
-            );
+            let mut def = ColumnDef::new(Alias::new(STAMP_COLUMN));
+            def.custom(Alias::new("interval")).not_null();
+            defs.push(format!(
+                "{}  -- changes_apply_to: new_rows: the retention in force at insert",
+                column_sql(&def)
+            ));
         }
-        t.partition_by_range([Alias::new(ds.time.as_str())]);
-        s.push_str(&format!("{};\n", t.to_string(PostgresQueryBuilder)));
+        let mut body = String::new();
+        for (i, d) in defs.iter().enumerate() {
+            let (def, comment) = match d.split_once("  --") {
+                Some((a, b)) => (a.to_string(), format!("  --{b}")),
+                None => (d.clone(), String::new()),
+            };
+            let comma = if i + 1 < defs.len() { "," } else { "" };
+            body.push_str(&format!("    {def}{comma}{comment}\n"));
+        }
+        s.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {rel} (\n{body}) PARTITION BY RANGE ({});\n",
+            ident(&ds.time)
+        ));
         s.push_str(&format!(
             "COMMENT ON TABLE {rel} IS {};\n",
             lit(&format!("{} (pgretain dataset {name})", ds.description))
         ));
     }
     s.push_str(&format!(
-        "\n-- {name}: rows outside every partition (far past or future) land here and are enforced too\n"
+        "\n-- {name}: rows outside every partition (far past or future) land here and are enforced too ({})\n", ds.source
     ));
     s.push_str(&format!(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF {rel} DEFAULT;\n",
         qualified(&ds.schema, &format!("{}_default", ds.table))
     ));
     s.push_str(&format!(
-        "\n-- {name}: indexes for enforcement, holds and erasure\n"
+        "\n-- {name}: indexes for enforcement, holds and erasure ({})\n",
+        ds.source
     ));
     s.push_str(&index(ds, &ds.schema, &ds.table, &[&ds.time]));
     if let Some(t) = &ds.tenant {
@@ -302,8 +342,9 @@ pub fn dataset_create(ds: &Dataset) -> String {
     s.push_str(&procedure_sql(ds));
     s.push_str(&expired_view(ds));
     s.push_str(&format!(
-        "\n-- {name}: the current partition and {} ahead\n",
-        premake(ds.partition)
+        "\n-- {name}: the current partition and {} ahead ({})\n",
+        premake(ds.partition),
+        ds.source
     ));
     s.push_str(&format!("SELECT retention.premake({});\n", lit(name)));
     s
@@ -321,6 +362,13 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     let keep = 63 - suffix.len() - 9;
     let cut: String = base.chars().take(keep).collect();
     format!("{cut}_{}{suffix}", &hash[..8])
+}
+
+/// One column definition, rendered by sea-query.
+fn column_sql(def: &ColumnDef) -> String {
+    let mut s = String::new();
+    PostgresQueryBuilder.prepare_column_def(def, &mut s);
+    s
 }
 
 fn index(ds: &Dataset, schema: &str, table: &str, cols: &[&str]) -> String {
@@ -471,7 +519,11 @@ pub fn expired_view(ds: &Dataset) -> String {
 
 /// The allowed environments.
 pub fn environments(envs: &[String]) -> String {
-    let mut s = String::from("-- the allowed environment values\n");
+    let mut s = if envs.is_empty() {
+        String::from("-- the allowed environment values: none declared in the policy, so any value is accepted\n")
+    } else {
+        String::from("-- the allowed environment values (the policy's `environments`)\n")
+    };
     s.push_str("DELETE FROM retention.environment");
     if !envs.is_empty() {
         s.push_str(&format!(
@@ -515,9 +567,10 @@ pub fn override_upsert(o: &Override) -> String {
 /// Remove a policy override.
 pub fn override_delete(o: &Override) -> String {
     format!(
-        "-- {}: override for {} removed from the policy\nDELETE FROM retention.policy_override\n WHERE dataset = {} AND tenant IS NOT DISTINCT FROM {} AND environment IS NOT DISTINCT FROM {};\n",
+        "-- {}: override for {} removed from the policy (was at {})\nDELETE FROM retention.policy_override\n WHERE dataset = {} AND tenant IS NOT DISTINCT FROM {} AND environment IS NOT DISTINCT FROM {};\n",
         o.dataset,
         who(o.tenant.as_deref(), o.environment.as_deref()),
+        o.source,
         lit(&o.dataset),
         opt_lit(o.tenant.as_deref()),
         opt_lit(o.environment.as_deref()),
@@ -541,9 +594,10 @@ pub fn hold_upsert(h: &Hold, dataset: &str) -> String {
 /// Remove a hold from one dataset.
 pub fn hold_delete(h: &Hold, dataset: &str) -> String {
     format!(
-        "-- {dataset}: legal hold on {} ({}) removed from the policy; its rows are enforced at the next run\nDELETE FROM retention.hold\n WHERE dataset = {} AND tenant IS NOT DISTINCT FROM {} AND environment IS NOT DISTINCT FROM {} AND reason = {};\n",
+        "-- {dataset}: legal hold on {} ({}) removed from the policy (was at {}); its rows are enforced at the next run\nDELETE FROM retention.hold\n WHERE dataset = {} AND tenant IS NOT DISTINCT FROM {} AND environment IS NOT DISTINCT FROM {} AND reason = {};\n",
         who(h.tenant.as_deref(), h.environment.as_deref()),
         h.reason,
+        h.source,
         lit(dataset),
         opt_lit(h.tenant.as_deref()),
         opt_lit(h.environment.as_deref()),
