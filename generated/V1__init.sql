@@ -547,8 +547,11 @@ $$;
 --   4. archive: archived rows whose deadline plus archive_keep is before T
 --      are deleted, unless held.
 -- Locks: an advisory lock per dataset, so two runs never overlap (the
--- second says so and returns); ACCESS EXCLUSIVE on a partition only while
--- dropping it. Must be CALLed outside a transaction block (as pg_cron does).
+-- second says so and returns); ACCESS EXCLUSIVE on the table, its default
+-- partition and a partition only while dropping it (and on the table while
+-- premake creates a partition), each wait at most lock_timeout; after one
+-- timeout on the table itself, the run tries no further drops.
+-- Must be CALLed outside a transaction block (as pg_cron does).
 CREATE OR REPLACE PROCEDURE retention.enforce(p_dataset text, p_now timestamptz DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -573,6 +576,8 @@ DECLARE
     v_where    text;
     v_held     boolean;
     v_name     text;
+    v_default  regclass;
+    v_busy     boolean := false;   -- the table itself stayed locked past lock_timeout
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
@@ -610,13 +615,18 @@ BEGIN
     BEGIN
         PERFORM retention.premake(p_dataset, greatest(v_t, pg_catalog.now()));
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT;
+        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
         UPDATE retention.run_log SET detail = 'premake failed: ' || v_err WHERE id = v_log;
+        -- A lock timeout here means a long transaction holds the table (its
+        -- parent or default partition); every drop needs the same locks.
+        v_busy := v_state = '55P03';
         v_err := NULL;
+        v_state := NULL;
     END;
     COMMIT;
 
     SELECT pg_catalog.array_agg(k) INTO v_keeps FROM retention.possible_keeps(p_dataset) AS k;
+    SELECT p.partition INTO v_default FROM retention.partitions(p_dataset) p WHERE p.lower_bound IS NULL;
 
     FOR v_part IN SELECT * FROM retention.partitions(p_dataset) LOOP
         BEGIN
@@ -634,6 +644,9 @@ BEGIN
                 v_whole := NOT v_held;
             END IF;
             IF v_whole THEN
+                IF v_busy THEN   -- see the LOCK TABLE below
+                    RAISE lock_not_available USING MESSAGE = 'the table is locked by another transaction';
+                END IF;
                 SELECT greatest(c.reltuples, 0)::bigint INTO v_rows
                   FROM pg_catalog.pg_class c WHERE c.oid = v_part.partition;
                 IF d.archive_relation IS NOT NULL THEN
@@ -642,6 +655,22 @@ BEGIN
                 END IF;
                 -- Its name, taken before the drop: a dropped regclass prints as a bare OID.
                 v_name := v_part.partition::text;
+                -- DROP locks the parent, the partition and the default partition
+                -- (ACCESS EXCLUSIVE), and inserts queue behind each wait. Lock
+                -- the table's two first: if they stay busy past lock_timeout
+                -- (a long transaction reads the table: a report, pg_dump), every
+                -- other drop would wait as long again, stalling inserts each
+                -- time, so the rest are skipped at once for the next run. Then
+                -- DROP waits at most lock_timeout for this partition only.
+                BEGIN
+                    EXECUTE pg_catalog.format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.relation);
+                    IF v_default IS NOT NULL THEN
+                        EXECUTE pg_catalog.format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_default);
+                    END IF;
+                EXCEPTION WHEN lock_not_available THEN
+                    v_busy := true;
+                    RAISE;
+                END;
                 EXECUTE pg_catalog.format('DROP TABLE %s', v_part.partition);
                 v_dropped := v_dropped || v_name;
                 v_in_drop := v_in_drop + v_rows;
@@ -830,6 +859,18 @@ ON CONFLICT (name) DO UPDATE SET
 
 -- conversations: the table, range-partitioned on the retention clock (policies/chatbot.yaml:14)
 CREATE SCHEMA IF NOT EXISTS "app";
+DO $guard$
+BEGIN
+    IF to_regclass('"app"."conversations"') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_partitioned_table p
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+         WHERE p.partrelid = to_regclass('"app"."conversations"') AND p.partstrat = 'r' AND p.partnatts = 1
+           AND a.attname = 'started_at') THEN
+        RAISE EXCEPTION 'pgretain: table % already exists and is not range-partitioned on %', '"app"."conversations"', 'started_at'
+            USING HINT = 'pgretain creates this table itself; rename or drop the existing table, or point the dataset at another table name. Nothing was applied.';
+    END IF;
+END
+$guard$;
 CREATE TABLE IF NOT EXISTS "app"."conversations" (
     "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
     "bot_id" text NOT NULL,
@@ -942,6 +983,18 @@ ON CONFLICT (name) DO UPDATE SET
 
 -- sessions: the table, range-partitioned on the retention clock (policies/chatbot.yaml:40)
 CREATE SCHEMA IF NOT EXISTS "app";
+DO $guard$
+BEGIN
+    IF to_regclass('"app"."sessions"') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_partitioned_table p
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+         WHERE p.partrelid = to_regclass('"app"."sessions"') AND p.partstrat = 'r' AND p.partnatts = 1
+           AND a.attname = 'last_activity_at') THEN
+        RAISE EXCEPTION 'pgretain: table % already exists and is not range-partitioned on %', '"app"."sessions"', 'last_activity_at'
+            USING HINT = 'pgretain creates this table itself; rename or drop the existing table, or point the dataset at another table name. Nothing was applied.';
+    END IF;
+END
+$guard$;
 CREATE TABLE IF NOT EXISTS "app"."sessions" (
     "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
     "bot_id" text NOT NULL,
@@ -1090,6 +1143,18 @@ ON CONFLICT (name) DO UPDATE SET
 
 -- error_logs: the table, range-partitioned on the retention clock (policies/chatbot.yaml:67)
 CREATE SCHEMA IF NOT EXISTS "app";
+DO $guard$
+BEGIN
+    IF to_regclass('"app"."error_logs"') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_partitioned_table p
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+         WHERE p.partrelid = to_regclass('"app"."error_logs"') AND p.partstrat = 'r' AND p.partnatts = 1
+           AND a.attname = 'occurred_at') THEN
+        RAISE EXCEPTION 'pgretain: table % already exists and is not range-partitioned on %', '"app"."error_logs"', 'occurred_at'
+            USING HINT = 'pgretain creates this table itself; rename or drop the existing table, or point the dataset at another table name. Nothing was applied.';
+    END IF;
+END
+$guard$;
 CREATE TABLE IF NOT EXISTS "app"."error_logs" (
     "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
     "bot_id" text NOT NULL,
@@ -1200,6 +1265,18 @@ ON CONFLICT (name) DO UPDATE SET
 
 -- training_expressions: the table, range-partitioned on the retention clock (policies/chatbot.yaml:92)
 CREATE SCHEMA IF NOT EXISTS "app";
+DO $guard$
+BEGIN
+    IF to_regclass('"app"."training_expressions"') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_partitioned_table p
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+         WHERE p.partrelid = to_regclass('"app"."training_expressions"') AND p.partstrat = 'r' AND p.partnatts = 1
+           AND a.attname = 'added_at') THEN
+        RAISE EXCEPTION 'pgretain: table % already exists and is not range-partitioned on %', '"app"."training_expressions"', 'added_at'
+            USING HINT = 'pgretain creates this table itself; rename or drop the existing table, or point the dataset at another table name. Nothing was applied.';
+    END IF;
+END
+$guard$;
 CREATE TABLE IF NOT EXISTS "app"."training_expressions" (
     "id" bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
     "bot_id" text NOT NULL,

@@ -256,6 +256,7 @@ pub fn dataset_create(ds: &Dataset) -> String {
             "CREATE SCHEMA IF NOT EXISTS {};\n",
             ident(&ds.schema)
         ));
+        s.push_str(&table_guard(ds));
         // Each column rendered by sea-query, one per line for review.
         let mut defs: Vec<String> = Vec::new();
         for c in columns {
@@ -362,6 +363,17 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     let keep = 63 - suffix.len() - 9;
     let cut: String = base.chars().take(keep).collect();
     format!("{cut}_{}{suffix}", &hash[..8])
+}
+
+/// A check that a table of the dataset's name, if it already exists, is the
+/// range-partitioned table pgretain creates: `CREATE TABLE IF NOT EXISTS`
+/// would otherwise silently keep a table of another shape.
+fn table_guard(ds: &Dataset) -> String {
+    let rel = lit(&relation(ds));
+    format!(
+        "DO $guard$\nBEGIN\n    IF to_regclass({rel}) IS NOT NULL AND NOT EXISTS (\n        SELECT 1 FROM pg_catalog.pg_partitioned_table p\n          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]\n         WHERE p.partrelid = to_regclass({rel}) AND p.partstrat = 'r' AND p.partnatts = 1\n           AND a.attname = {time}) THEN\n        RAISE EXCEPTION 'pgretain: table % already exists and is not range-partitioned on %', {rel}, {time}\n            USING HINT = 'pgretain creates this table itself; rename or drop the existing table, or point the dataset at another table name. Nothing was applied.';\n    END IF;\nEND\n$guard$;\n",
+        time = lit(&ds.time),
+    )
 }
 
 /// One column definition, rendered by sea-query.

@@ -96,6 +96,13 @@ impl Cluster {
     /// Starts a new cluster. Panics with a descriptive message (command,
     /// exit status, stderr, tail of server.log) if anything fails.
     pub fn start() -> Cluster {
+        Cluster::start_with("")
+    }
+
+    /// Like [`Cluster::start`], with extra `postgresql.conf` lines appended
+    /// after the harness's own (later lines win), e.g. to start a server
+    /// without pg_cron: `shared_preload_libraries = ''`.
+    pub fn start_with(extra_settings: &str) -> Cluster {
         let template = template_dir();
 
         let base = cluster_base_dir();
@@ -136,7 +143,8 @@ impl Cluster {
              shared_buffers = 32MB\n\
              max_connections = 50\n\
              max_worker_processes = 16\n\
-             log_min_messages = warning\n"
+             log_min_messages = warning\n\
+             {extra_settings}\n"
         );
         let conf_path = data_dir.join("postgresql.conf");
         fs::OpenOptions::new()
