@@ -268,6 +268,17 @@ fn apply_locked(
     runner
         .run(client)
         .map_err(|e| refinery_error(&e, &migrations))?;
+    // Fingerprint every routine of schema retention as the migrations left
+    // it, for `verify`. Only when something was applied (or nothing was ever
+    // recorded): re-running apply must not bless a hand edit.
+    if !pending.is_empty() || !crate::verify::has_fingerprints(client)? {
+        crate::verify::record_fingerprints(client).map_err(|e| {
+            DbError(format!(
+                "{}; the migrations were applied but the jobs not registered: run apply again",
+                e.0
+            ))
+        })?;
+    }
     register_jobs(&mut cron, data_db, &jobs, &mut report)?;
     report.jobs = jobs;
     Ok(report)

@@ -12,8 +12,12 @@ pub mod db;
 pub mod diagnostic;
 pub mod enforce;
 pub mod model;
+pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod report;
+pub mod status;
+pub mod verify;
 
 use std::path::Path;
 

@@ -69,8 +69,65 @@ enum Command {
         dataset: String,
         key: String,
     },
+    /// What apply would change, and how many rows the next run would remove per dataset.
+    Plan {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Where the migrations are.
+        #[arg(long, default_value = "generated")]
+        generated: PathBuf,
+        /// Exit 1 when the next run (under the new policy) would remove rows.
+        #[arg(long)]
+        fail_if_removes: bool,
+        /// The longest one count may take before plan reports the planner's estimate instead.
+        #[arg(long, default_value = "30s", value_parser = pgretain::plan::parse_timeout)]
+        count_timeout: std::time::Duration,
+    },
+    /// A compliance report: the policy in words and, with a database, the evidence.
+    Report {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Write HTML here (and Markdown beside it, same stem); without it, print Markdown.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the compiled state is.
+        #[arg(long, default_value = "generated")]
+        generated: PathBuf,
+        /// Read the policy from this directory instead of the compiled state.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// Per dataset: retention, data, oldest row, overdue rows, partitions, last and next run.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Output format: aligned text, or JSON (shape in docs/status-json.md).
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+        /// The database where pg_cron keeps its jobs (default: the server's cron.database_name).
+        #[arg(long)]
+        cron_database: Option<String>,
+    },
+    /// Fail (exit 1) when a row is overdue, a job is missing or failing, or the database drifted from generated/.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Where the migrations are.
+        #[arg(long, default_value = "generated")]
+        generated: PathBuf,
+        /// The database where pg_cron keeps its jobs (default: the server's cron.database_name).
+        #[arg(long)]
+        cron_database: Option<String>,
+    },
     /// Print the policy language as JSON Schema, for editors.
     Schema,
+}
+
+/// `status --format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -231,6 +288,123 @@ fn main() -> ExitCode {
                     } else {
                         code(exit::OK)
                     }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    code(exit::DATABASE)
+                }
+            }
+        }
+        Command::Plan {
+            db,
+            generated,
+            fail_if_removes,
+            count_timeout,
+        } => {
+            let opts = pgretain::plan::PlanOptions {
+                database_url: db.database_url,
+                generated_dir: generated,
+                count_timeout,
+            };
+            match pgretain::plan::plan(&opts) {
+                Ok(p) => {
+                    print!("{p}");
+                    if fail_if_removes && p.removes_rows() {
+                        eprintln!("error: the next run would remove rows (--fail-if-removes)");
+                        code(exit::PROBLEM)
+                    } else {
+                        code(exit::OK)
+                    }
+                }
+                Err(e @ pgretain::plan::PlanError::Generated(_)) => {
+                    eprintln!("{e}");
+                    code(exit::INVALID)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    code(exit::DATABASE)
+                }
+            }
+        }
+        Command::Report {
+            db,
+            out,
+            generated,
+            policies,
+        } => {
+            let opts = pgretain::report::ReportOptions {
+                database_url: db.database_url,
+                generated_dir: generated,
+                policy_dir: policies,
+                out,
+                now: None,
+            };
+            match pgretain::report::report(&opts) {
+                Ok(pgretain::report::ReportOutput::Markdown(md)) => {
+                    print!("{md}");
+                    code(exit::OK)
+                }
+                Ok(pgretain::report::ReportOutput::Files(files)) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    code(exit::OK)
+                }
+                Err(e @ pgretain::report::ReportError::Database(_)) => {
+                    eprintln!("{e}");
+                    code(exit::DATABASE)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    code(exit::INVALID)
+                }
+            }
+        }
+        Command::Status {
+            db,
+            format,
+            cron_database,
+        } => {
+            let opts = pgretain::status::StatusOptions {
+                database_url: db.database_url,
+                cron_database,
+            };
+            match pgretain::status::status(&opts) {
+                Ok(st) => {
+                    match format {
+                        StatusFormat::Text => print!("{}", st.to_text()),
+                        StatusFormat::Json => println!("{}", st.to_json()),
+                    }
+                    code(exit::OK)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    code(exit::DATABASE)
+                }
+            }
+        }
+        Command::Verify {
+            db,
+            generated,
+            cron_database,
+        } => {
+            let opts = pgretain::verify::VerifyOptions {
+                database_url: db.database_url,
+                generated_dir: generated,
+                cron_database,
+            };
+            match pgretain::verify::verify(&opts) {
+                Ok(r) => {
+                    print!("{}", r.to_text());
+                    code(if r.is_clean() {
+                        exit::OK
+                    } else {
+                        exit::PROBLEM
+                    })
+                }
+                Err(e @ pgretain::verify::VerifyError::Generated(_)) => {
+                    eprintln!("{e}");
+                    code(exit::INVALID)
                 }
                 Err(e) => {
                     eprintln!("{e}");

@@ -525,7 +525,8 @@ $$;
 --
 -- How, in separate transactions (COMMIT between steps, so a job never holds
 -- locks for long and a failed step never undoes the ones before it):
---   1. premake: future partitions (a failure here is logged, not fatal);
+--   1. premake: future partitions (a failure here is logged, not fatal;
+--      like every lock the run takes, waits at most lock_timeout);
 --   2. whole partitions: a partition whose upper bound plus the longest
 --      possible retention (plus calendar slack) is at or before T holds
 --      only expired rows; unless it holds a held row, it is dropped
@@ -538,8 +539,11 @@ $$;
 --   4. archive: archived rows whose deadline plus archive_keep is before T
 --      are deleted, unless held.
 -- Locks: an advisory lock per dataset, so two runs never overlap (the
--- second says so and returns); ACCESS EXCLUSIVE on a partition only while
--- dropping it. Must be CALLed outside a transaction block (as pg_cron does).
+-- second says so and returns); ACCESS EXCLUSIVE on the table, its default
+-- partition and a partition only while dropping it (and on the table while
+-- premake creates a partition), each wait at most lock_timeout; after one
+-- timeout on the table itself, the run tries no further drops.
+-- Must be CALLed outside a transaction block (as pg_cron does).
 CREATE OR REPLACE PROCEDURE retention.enforce(p_dataset text, p_now timestamptz DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -563,6 +567,9 @@ DECLARE
     v_state    text;
     v_where    text;
     v_held     boolean;
+    v_name     text;
+    v_default  regclass;
+    v_busy     boolean := false;   -- the table itself stayed locked past lock_timeout
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
@@ -577,20 +584,41 @@ BEGIN
     END IF;
     INSERT INTO retention.run_log (dataset, action, reference_time)
         VALUES (p_dataset, 'enforce', v_t) RETURNING id INTO v_log;
+    -- A run of this dataset still logged as 'running' is dead: every run
+    -- holds the lock we now hold until it has logged its outcome, and the
+    -- lock is session-level, so it ended with that run's connection. It was
+    -- killed (pg_terminate_backend, a crash, a restart, a statement_timeout)
+    -- before logging how it ended: say so, or the evidence would show it in
+    -- progress forever. Its work up to its last COMMIT stays done.
+    UPDATE retention.run_log
+       SET outcome = 'failed',
+           detail = pg_catalog.concat_ws('; ', detail, pg_catalog.format(
+               'ended without logging its outcome (its connection was terminated or the server stopped); found by run %s', v_log))
+     WHERE dataset = p_dataset AND action = 'enforce' AND outcome = 'running' AND id <> v_log;
     COMMIT;
+
+    -- Every lock the run takes from here on waits at most lock_timeout.
+    -- Premake included: creating a partition takes ACCESS EXCLUSIVE on the
+    -- parent, so without a timeout a long transaction reading the table
+    -- would stall the run, and every insert queued behind it, indefinitely.
+    PERFORM pg_catalog.set_config('lock_timeout', d.lock_timeout, false);
 
     -- 1. Future partitions, in their own transaction.
     BEGIN
         PERFORM retention.premake(p_dataset, greatest(v_t, pg_catalog.now()));
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT;
+        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
         UPDATE retention.run_log SET detail = 'premake failed: ' || v_err WHERE id = v_log;
+        -- A lock timeout here means a long transaction holds the table (its
+        -- parent or default partition); every drop needs the same locks.
+        v_busy := v_state = '55P03';
         v_err := NULL;
+        v_state := NULL;
     END;
     COMMIT;
 
-    PERFORM pg_catalog.set_config('lock_timeout', d.lock_timeout, false);
     SELECT pg_catalog.array_agg(k) INTO v_keeps FROM retention.possible_keeps(p_dataset) AS k;
+    SELECT p.partition INTO v_default FROM retention.partitions(p_dataset) p WHERE p.lower_bound IS NULL;
 
     FOR v_part IN SELECT * FROM retention.partitions(p_dataset) LOOP
         BEGIN
@@ -608,14 +636,35 @@ BEGIN
                 v_whole := NOT v_held;
             END IF;
             IF v_whole THEN
+                IF v_busy THEN   -- see the LOCK TABLE below
+                    RAISE lock_not_available USING MESSAGE = 'the table is locked by another transaction';
+                END IF;
                 SELECT greatest(c.reltuples, 0)::bigint INTO v_rows
                   FROM pg_catalog.pg_class c WHERE c.oid = v_part.partition;
                 IF d.archive_relation IS NOT NULL THEN
                     v_archived := v_archived + retention.remove_batch(p_dataset, v_part.partition, v_t, 0,
                                                                       retention.pages_of(v_part.partition) + 1);
                 END IF;
+                -- Its name, taken before the drop: a dropped regclass prints as a bare OID.
+                v_name := v_part.partition::text;
+                -- DROP locks the parent, the partition and the default partition
+                -- (ACCESS EXCLUSIVE), and inserts queue behind each wait. Lock
+                -- the table's two first: if they stay busy past lock_timeout
+                -- (a long transaction reads the table: a report, pg_dump), every
+                -- other drop would wait as long again, stalling inserts each
+                -- time, so the rest are skipped at once for the next run. Then
+                -- DROP waits at most lock_timeout for this partition only.
+                BEGIN
+                    EXECUTE pg_catalog.format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.relation);
+                    IF v_default IS NOT NULL THEN
+                        EXECUTE pg_catalog.format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_default);
+                    END IF;
+                EXCEPTION WHEN lock_not_available THEN
+                    v_busy := true;
+                    RAISE;
+                END;
                 EXECUTE pg_catalog.format('DROP TABLE %s', v_part.partition);
-                v_dropped := v_dropped || v_part.partition::text;
+                v_dropped := v_dropped || v_name;
                 v_in_drop := v_in_drop + v_rows;
             END IF;
         EXCEPTION WHEN lock_not_available THEN
@@ -687,7 +736,7 @@ BEGIN
            partitions_dropped = v_dropped, partitions_skipped = v_skipped,
            rows_deleted = v_deleted, rows_in_dropped = v_in_drop, rows_archived = v_archived,
            archive_rows_deleted = v_arch_del,
-           detail = pg_catalog.concat_ws('; ', detail, v_err)
+           detail = NULLIF(pg_catalog.concat_ws('; ', detail, v_err), '')   -- NULL, not '', when all went well
      WHERE id = v_log;
     COMMIT;
     PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pgretain'), pg_catalog.hashtext(p_dataset));

@@ -1,0 +1,1016 @@
+//! `pgretain status`: what the live database is doing about retention, per
+//! dataset (SPEC §5): the retention in force, how much data there is, the
+//! oldest row, the rows overdue right now, the partitions, the last
+//! enforcement run and the pg_cron job with its last and next run.
+//!
+//! Read-only: every query runs in one read-only, repeatable-read
+//! transaction of the data database (one consistent snapshot, one `now()`),
+//! plus plain reads of `cron.job` and `cron.job_run_details` in the cron
+//! database. Counts that could scan a large table stop at [`COUNT_CAP`] rows
+//! and say "at least". It also owns the pg_cron schedule arithmetic (next
+//! run, period) that `verify` uses; those functions take the time as an
+//! argument. Rendering (text, JSON) is pure; the JSON shape is documented in
+//! `docs/status-json.md` and changes only with [`FORMAT_VERSION`].
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use postgres::{Client, IsolationLevel, Transaction};
+use serde::{Serialize, Serializer};
+
+use crate::apply::job_name;
+use crate::db::{self, ctx, DbError};
+use crate::render::ident;
+
+/// Version of the JSON shape (`format_version`); bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Counts that scan rows stop here and are reported as "at least".
+pub const COUNT_CAP: i64 = 1_000_000;
+
+/// A run_log row still `running` after this long, with no backend holding
+/// the dataset's enforcement lock, is a run that died.
+pub const STUCK_AFTER: TimeDelta = TimeDelta::hours(1);
+
+/// Options of `status` (and the connection part of `verify`).
+#[derive(Debug, Clone, Default)]
+pub struct StatusOptions {
+    /// `--database-url` / `DATABASE_URL`; `None` reads the `PG*` variables.
+    pub database_url: Option<String>,
+    /// Where pg_cron lives; default: the server's `cron.database_name`, else `postgres`.
+    pub cron_database: Option<String>,
+}
+
+/// The whole status: one entry per dataset of `retention.dataset`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Version of this shape.
+    pub format_version: u32,
+    /// The database's `now()` when the snapshot was taken.
+    #[serde(serialize_with = "ser_time")]
+    pub at: DateTime<Utc>,
+    /// The data database.
+    pub database: String,
+    /// The database where pg_cron keeps its jobs.
+    pub cron_database: String,
+    /// Whether pg_cron is installed there (else every job is reported missing).
+    pub cron_installed: bool,
+    pub datasets: Vec<DatasetStatus>,
+}
+
+/// One dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetStatus {
+    pub name: String,
+    /// The partitioned table.
+    pub relation: String,
+    /// The retention clock (a timestamptz column).
+    pub time_column: String,
+    /// Partition granularity: day, week or month.
+    pub granularity: String,
+    /// The enforcement schedule the policy sets (pg_cron syntax, GMT).
+    pub schedule: String,
+    pub retention: Retention,
+    pub rows: Rows,
+    /// The smallest value of the time column; `null` when the table is empty.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub oldest_row: Option<DateTime<Utc>>,
+    /// Rows whose deadline has passed and no hold covers: what a run
+    /// starting now would remove (`retention.expired_<dataset>`).
+    pub overdue: Count,
+    pub partitions: Partitions,
+    /// The latest enforcement run in `retention.run_log`.
+    pub last_run: Option<LastRun>,
+    /// The pg_cron job; `null` when it is missing.
+    pub job: Option<JobStatus>,
+    /// When the job runs next (GMT); `null` when it is missing or inactive.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub next_run: Option<DateTime<Utc>>,
+}
+
+/// The retention in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct Retention {
+    /// The dataset's default `keep`, as PostgreSQL prints the interval.
+    pub keep: String,
+    /// Bounds of run-time tenant settings.
+    pub min_keep: Option<String>,
+    pub max_keep: Option<String>,
+    /// Overrides from the policy (`retention.policy_override`).
+    pub policy_overrides: i64,
+    /// Run-time settings written by the application (`retention.tenant_setting`).
+    pub tenant_settings: i64,
+    /// Legal holds in force now.
+    pub active_holds: Vec<HoldStatus>,
+}
+
+/// An active legal hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldStatus {
+    /// `null`: every tenant.
+    pub tenant: Option<String>,
+    /// `null`: every environment.
+    pub environment: Option<String>,
+    /// Last day in force (UTC, `YYYY-MM-DD`); `null`: until removed.
+    pub until: Option<String>,
+    pub reason: String,
+}
+
+/// How much data the dataset holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rows {
+    /// Sum of `pg_class.reltuples` over the partitions: an estimate, as of
+    /// the last VACUUM / ANALYZE.
+    pub estimate: i64,
+    /// Partitions never analyzed, whose rows the estimate does not count.
+    pub unanalyzed_partitions: i64,
+    /// Total size on disk of every partition, indexes and TOAST included.
+    pub total_bytes: i64,
+}
+
+/// A count that stops at [`COUNT_CAP`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Count {
+    pub count: i64,
+    /// The count reached the cap: there are at least `count` rows.
+    pub at_least: bool,
+}
+
+impl Count {
+    fn capped(n: i64) -> Count {
+        Count {
+            count: n,
+            at_least: n >= COUNT_CAP,
+        }
+    }
+}
+
+/// The dataset's partitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Partitions {
+    /// Range partitions (the default partition not included).
+    pub count: i64,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub oldest_lower_bound: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub newest_upper_bound: Option<DateTime<Utc>>,
+    /// Partitions that start after now: ready for future rows.
+    pub future_ready: i64,
+    /// The default partition, if any.
+    pub default_partition: Option<String>,
+    /// Rows in the default partition (outside every range partition).
+    pub default_rows: Count,
+}
+
+/// The latest enforcement run (`retention.run_log`, action `enforce`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    pub id: i64,
+    #[serde(serialize_with = "ser_time")]
+    pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// running, ok, partial, failed or skipped.
+    pub outcome: String,
+    /// Still `running` for over an hour with no backend holding its lock: it died.
+    pub stuck: bool,
+    pub rows_deleted: i64,
+    pub rows_archived: i64,
+    pub partitions_dropped: i64,
+    /// Estimated rows of the dropped partitions.
+    pub rows_in_dropped: i64,
+    pub archive_rows_deleted: i64,
+    /// Partitions left for the next run (lock timeout).
+    pub partitions_skipped: Vec<String>,
+    pub detail: Option<String>,
+}
+
+/// The dataset's pg_cron job as `cron.job` has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub name: String,
+    pub id: i64,
+    pub schedule: String,
+    pub command: String,
+    pub database: String,
+    pub active: bool,
+    /// Its latest run in `cron.job_run_details`.
+    pub last_run: Option<JobRun>,
+}
+
+/// One run of a pg_cron job (`cron.job_run_details`).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRun {
+    /// starting, running, sending, connecting, succeeded or failed.
+    pub status: String,
+    pub message: Option<String>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+fn ser_opt_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// RFC 3339 in UTC with a `Z`, sub-second digits only when present.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn utc(t: SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(t)
+}
+
+// ---------------------------------------------------------------------------
+// pg_cron schedules
+// ---------------------------------------------------------------------------
+
+/// A pg_cron schedule, parsed: a cron expression or an `N seconds` interval.
+enum Schedule {
+    Cron(Box<croner::Cron>),
+    Every(TimeDelta),
+}
+
+fn parse_schedule(schedule: &str) -> Option<Schedule> {
+    let s = schedule.trim();
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() == 2 && (parts[1] == "seconds" || parts[1] == "second") {
+        let n: i64 = parts[0].parse().ok()?;
+        return (n > 0).then(|| Schedule::Every(TimeDelta::seconds(n)));
+    }
+    // pg_cron's macros (Vixie cron's), spelled out.
+    let expr = match s.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
+        "@monthly" => "0 0 1 * *".to_string(),
+        "@weekly" => "0 0 * * 0".to_string(),
+        "@daily" | "@midnight" => "0 0 * * *".to_string(),
+        "@hourly" => "0 * * * *".to_string(),
+        _ => s.to_string(),
+    };
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 5 {
+        return None;
+    }
+    // Vixie cron (and so pg_cron): when the day-of-month or the day-of-week
+    // field starts with `*`, a day must match both; otherwise either.
+    let both = fields[2].starts_with('*') || fields[4].starts_with('*');
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .dom_and_dow(both)
+        .build()
+        .parse(&expr)
+        .ok()?;
+    Some(Schedule::Cron(Box::new(cron)))
+}
+
+/// When a job with this pg_cron schedule (GMT) runs next, strictly after
+/// `after`. For `N seconds` jobs: at most N seconds after `after`. `None`
+/// when the schedule cannot be read.
+pub fn next_run(schedule: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match parse_schedule(schedule)? {
+        Schedule::Every(d) => Some(after + d),
+        Schedule::Cron(c) => c.find_next_occurrence(&after, false).ok(),
+    }
+}
+
+/// The schedule's period: the longest gap between two consecutive runs
+/// over the year after `from` (daily = 24 h; `0 0 1,15 * *` = 17 days).
+/// `None` when the schedule cannot be read.
+pub fn period(schedule: &str, from: DateTime<Utc>) -> Option<TimeDelta> {
+    match parse_schedule(schedule)? {
+        Schedule::Every(d) => Some(d),
+        Schedule::Cron(c) => {
+            let first = c.find_next_occurrence(&from, false).ok()?;
+            let mut prev = first;
+            let mut longest = TimeDelta::zero();
+            for _ in 0..2000 {
+                let next = c.find_next_occurrence(&prev, false).ok()?;
+                longest = longest.max(next - prev);
+                prev = next;
+                if prev - first > TimeDelta::days(400) {
+                    break;
+                }
+            }
+            (longest > TimeDelta::zero()).then_some(longest)
+        }
+    }
+}
+
+/// "24 h", "90 min", "17 days 3 h": a duration for people.
+pub fn human_duration(d: TimeDelta) -> String {
+    let s = d.num_seconds();
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 2 * 3600 && s % 3600 != 0 {
+        format!("{} min", s / 60)
+    } else if s < 72 * 3600 {
+        let (h, m) = (s / 3600, (s % 3600) / 60);
+        if m == 0 {
+            format!("{h} h")
+        } else {
+            format!("{h} h {m} min")
+        }
+    } else {
+        let (days, h) = (s / 86400, (s % 86400) / 3600);
+        if h == 0 {
+            format!("{days} days")
+        } else {
+            format!("{days} days {h} h")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading the database (shared with verify)
+// ---------------------------------------------------------------------------
+
+/// A dataset's row in `retention.dataset`, the part status and verify read.
+#[derive(Debug, Clone)]
+pub(crate) struct DatasetRow {
+    pub name: String,
+    pub relation: String,
+    pub time_column: String,
+    pub granularity: String,
+    pub schedule: String,
+    pub keep: String,
+    pub min_keep: Option<String>,
+    pub max_keep: Option<String>,
+}
+
+/// One partition of a dataset (`retention.partitions`).
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionRow {
+    pub name: String,
+    /// `None` for the default partition.
+    pub lower: Option<DateTime<Utc>>,
+    pub upper: Option<DateTime<Utc>>,
+    pub reltuples: f64,
+    pub total_bytes: i64,
+}
+
+/// The data database's name and the cron database to use.
+pub(crate) fn databases(
+    client: &mut Client,
+    cron_database: Option<&str>,
+) -> Result<(String, String), DbError> {
+    let row = client
+        .query_one(
+            "SELECT current_database()::text, current_setting('cron.database_name', true)",
+            &[],
+        )
+        .map_err(ctx("reading the database name"))?;
+    let data: String = row.get(0);
+    let setting: Option<String> = row.get(1);
+    let cron = match cron_database {
+        Some(c) => c.to_string(),
+        None => setting
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "postgres".into()),
+    };
+    Ok((data, cron))
+}
+
+/// Connect to the cron database, or explain that it is where pg_cron lives.
+pub(crate) fn connect_cron(cfg: &postgres::Config, cron_db: &str) -> Result<Client, DbError> {
+    let mut c = cfg.clone();
+    c.dbname(cron_db);
+    db::connect(&c).map_err(|e| {
+        DbError(format!(
+            "{} (the cron database `{cron_db}` is where pg_cron keeps its jobs; pass --cron-database if it is another)",
+            e.0
+        ))
+    })
+}
+
+/// A read-only snapshot of the data database.
+pub(crate) fn snapshot(client: &mut Client) -> Result<Transaction<'_>, DbError> {
+    client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .map_err(ctx("starting a read-only transaction"))
+}
+
+/// The snapshot's `now()`.
+pub(crate) fn db_now(tx: &mut Transaction<'_>) -> Result<DateTime<Utc>, DbError> {
+    let t: SystemTime = tx
+        .query_one("SELECT now()", &[])
+        .map_err(ctx("reading the time"))?
+        .get(0);
+    Ok(utc(t))
+}
+
+/// Whether the retention schema is installed (apply has run).
+pub(crate) fn has_runtime(tx: &mut Transaction<'_>) -> Result<bool, DbError> {
+    Ok(tx
+        .query_one("SELECT to_regclass('retention.dataset') IS NOT NULL", &[])
+        .map_err(ctx("looking for the retention schema"))?
+        .get(0))
+}
+
+pub(crate) fn datasets(tx: &mut Transaction<'_>) -> Result<Vec<DatasetRow>, DbError> {
+    let rows = tx
+        .query(
+            "SELECT name, relation::regclass::text, time_column, granularity, schedule,
+                    keep::text, min_keep::text, max_keep::text
+               FROM retention.dataset ORDER BY name",
+            &[],
+        )
+        .map_err(|e| {
+            DbError(format!(
+                "cannot read retention.dataset ({}); has `pgretain apply` run on this database?",
+                db::pg_message(&e)
+            ))
+        })?;
+    Ok(rows
+        .iter()
+        .map(|r| DatasetRow {
+            name: r.get(0),
+            relation: r.get(1),
+            time_column: r.get(2),
+            granularity: r.get(3),
+            schedule: r.get(4),
+            keep: r.get(5),
+            min_keep: r.get(6),
+            max_keep: r.get(7),
+        })
+        .collect())
+}
+
+pub(crate) fn partitions(
+    tx: &mut Transaction<'_>,
+    dataset: &str,
+) -> Result<Vec<PartitionRow>, DbError> {
+    let rows = tx
+        .query(
+            "SELECT p.partition::text, p.lower_bound, p.upper_bound, c.reltuples::float8,
+                    pg_total_relation_size(p.partition)
+               FROM retention.partitions($1) p JOIN pg_class c ON c.oid = p.partition",
+            &[&dataset],
+        )
+        .map_err(ctx(&format!("listing the partitions of {dataset}")))?;
+    Ok(rows
+        .iter()
+        .map(|r| PartitionRow {
+            name: r.get(0),
+            lower: r.get::<_, Option<SystemTime>>(1).map(utc),
+            upper: r.get::<_, Option<SystemTime>>(2).map(utc),
+            reltuples: r.get(3),
+            total_bytes: r.get(4),
+        })
+        .collect())
+}
+
+/// `SELECT count(*)` of a query's rows, stopping at [`COUNT_CAP`].
+pub(crate) fn capped_count(
+    tx: &mut Transaction<'_>,
+    from_where: &str,
+    what: &str,
+) -> Result<Count, DbError> {
+    let sql = format!("SELECT count(*) FROM (SELECT 1 FROM {from_where} LIMIT {COUNT_CAP}) s");
+    let n: i64 = tx.query_one(sql.as_str(), &[]).map_err(ctx(what))?.get(0);
+    Ok(Count::capped(n))
+}
+
+/// The latest enforcement run of a dataset, with the stuck check.
+pub(crate) fn last_run(
+    tx: &mut Transaction<'_>,
+    dataset: &str,
+) -> Result<Option<LastRun>, DbError> {
+    let row = tx
+        .query_opt(
+            "SELECT r.id, r.started_at, r.finished_at, r.outcome, r.rows_deleted, r.rows_archived,
+                    cardinality(r.partitions_dropped)::int8, r.rows_in_dropped, r.archive_rows_deleted,
+                    r.partitions_skipped, r.detail,
+                    r.outcome = 'running' AND r.started_at < now() - make_interval(secs => $2)
+                    AND NOT EXISTS (
+                        SELECT 1 FROM pg_locks l
+                         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                           AND l.classid = hashtext('pgretain')::oid
+                           AND l.objid = hashtext(r.dataset)::oid)
+               FROM retention.run_log r
+              WHERE r.dataset = $1 AND r.action = 'enforce'
+              ORDER BY r.id DESC LIMIT 1",
+            &[&dataset, &(STUCK_AFTER.num_seconds() as f64)],
+        )
+        .map_err(ctx("reading retention.run_log"))?;
+    Ok(row.map(|r| LastRun {
+        id: r.get(0),
+        started_at: utc(r.get(1)),
+        finished_at: r.get::<_, Option<SystemTime>>(2).map(utc),
+        outcome: r.get(3),
+        rows_deleted: r.get(4),
+        rows_archived: r.get(5),
+        partitions_dropped: r.get(6),
+        rows_in_dropped: r.get(7),
+        archive_rows_deleted: r.get(8),
+        partitions_skipped: r.get(9),
+        detail: r.get(10),
+        stuck: r.get(11),
+    }))
+}
+
+/// Whether the cron database has pg_cron's tables.
+pub(crate) fn cron_installed(cron: &mut Client) -> Result<bool, DbError> {
+    Ok(cron
+        .query_one("SELECT to_regclass('cron.job') IS NOT NULL", &[])
+        .map_err(ctx("looking for pg_cron"))?
+        .get(0))
+}
+
+/// The job named `name` in `cron.job`, with its latest run.
+pub(crate) fn job(cron: &mut Client, name: &str) -> Result<Option<JobStatus>, DbError> {
+    let Some(r) = cron
+        .query_opt(
+            "SELECT jobid, schedule, command, database, active, jobname
+               FROM cron.job WHERE jobname = $1 ORDER BY jobid LIMIT 1",
+            &[&name],
+        )
+        .map_err(ctx("reading cron.job"))?
+    else {
+        return Ok(None);
+    };
+    let id: i64 = r.get(0);
+    let last = cron
+        .query_opt(
+            "SELECT status, return_message, start_time, end_time
+               FROM cron.job_run_details WHERE jobid = $1 ORDER BY runid DESC LIMIT 1",
+            &[&id],
+        )
+        .map_err(ctx("reading cron.job_run_details"))?
+        .map(|d| JobRun {
+            status: d.get::<_, Option<String>>(0).unwrap_or_default(),
+            message: d.get(1),
+            started_at: d.get::<_, Option<SystemTime>>(2).map(utc),
+            finished_at: d.get::<_, Option<SystemTime>>(3).map(utc),
+        });
+    Ok(Some(JobStatus {
+        name: r.get(5),
+        id,
+        schedule: r.get(1),
+        command: r.get(2),
+        database: r.get(3),
+        active: r.get(4),
+        last_run: last,
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// status
+// ---------------------------------------------------------------------------
+
+/// Run `status`: read everything; change nothing.
+pub fn status(opts: &StatusOptions) -> Result<Status, DbError> {
+    let cfg = db::config(opts.database_url.as_deref())?;
+    let mut client = db::connect(&cfg)?;
+    let (data_db, cron_db) = databases(&mut client, opts.cron_database.as_deref())?;
+    let mut cron = connect_cron(&cfg, &cron_db)?;
+    let installed = cron_installed(&mut cron)?;
+
+    let mut tx = snapshot(&mut client)?;
+    let at = db_now(&mut tx)?;
+    if !has_runtime(&mut tx)? {
+        return Err(DbError(format!(
+            "database `{data_db}` has no retention schema: run `pgretain apply` first"
+        )));
+    }
+    let mut out = Vec::new();
+    for d in datasets(&mut tx)? {
+        let job = if installed {
+            job(&mut cron, &job_name(&data_db, &d.name))?
+        } else {
+            None
+        };
+        out.push(dataset_status(&mut tx, d, job, at)?);
+    }
+    tx.commit()
+        .map_err(ctx("ending the read-only transaction"))?;
+    Ok(Status {
+        format_version: FORMAT_VERSION,
+        at,
+        database: data_db,
+        cron_database: cron_db,
+        cron_installed: installed,
+        datasets: out,
+    })
+}
+
+fn dataset_status(
+    tx: &mut Transaction<'_>,
+    d: DatasetRow,
+    job: Option<JobStatus>,
+    at: DateTime<Utc>,
+) -> Result<DatasetStatus, DbError> {
+    let name = d.name.as_str();
+    let counts = tx
+        .query_one(
+            "SELECT (SELECT count(*) FROM retention.policy_override WHERE dataset = $1),
+                    (SELECT count(*) FROM retention.tenant_setting WHERE dataset = $1)",
+            &[&name],
+        )
+        .map_err(ctx("counting overrides and tenant settings"))?;
+    let holds = tx
+        .query(
+            "SELECT tenant, environment, until::text, reason FROM retention.hold
+              WHERE dataset = $1
+                AND (until IS NULL OR (now() AT TIME ZONE 'UTC') < (until + 1)::timestamp)
+              ORDER BY reason, tenant NULLS FIRST, environment NULLS FIRST",
+            &[&name],
+        )
+        .map_err(ctx("reading retention.hold"))?
+        .iter()
+        .map(|r| HoldStatus {
+            tenant: r.get(0),
+            environment: r.get(1),
+            until: r.get(2),
+            reason: r.get(3),
+        })
+        .collect();
+
+    let parts = partitions(tx, name)?;
+    let ranges: Vec<&PartitionRow> = parts.iter().filter(|p| p.lower.is_some()).collect();
+    let default = parts.iter().find(|p| p.lower.is_none());
+    let default_rows = match default {
+        Some(p) => capped_count(
+            tx,
+            &format!("ONLY {}", p.name),
+            "counting the rows of the default partition",
+        )?,
+        None => Count::capped(0),
+    };
+    let oldest: Option<SystemTime> = tx
+        .query_one(
+            format!(
+                "SELECT min(t.{}) FROM {} t",
+                ident(&d.time_column),
+                d.relation
+            )
+            .as_str(),
+            &[],
+        )
+        .map_err(ctx("reading the oldest row"))?
+        .get(0);
+    let overdue = capped_count(
+        tx,
+        &format!("retention.{}", ident(&format!("expired_{name}"))),
+        "counting the overdue rows",
+    )?;
+
+    let next = job
+        .as_ref()
+        .filter(|j| j.active)
+        .and_then(|j| next_run(&j.schedule, at));
+    Ok(DatasetStatus {
+        retention: Retention {
+            keep: d.keep.clone(),
+            min_keep: d.min_keep.clone(),
+            max_keep: d.max_keep.clone(),
+            policy_overrides: counts.get(0),
+            tenant_settings: counts.get(1),
+            active_holds: holds,
+        },
+        rows: Rows {
+            estimate: parts.iter().map(|p| p.reltuples.max(0.0) as i64).sum(),
+            unanalyzed_partitions: parts.iter().filter(|p| p.reltuples < 0.0).count() as i64,
+            total_bytes: parts.iter().map(|p| p.total_bytes).sum(),
+        },
+        oldest_row: oldest.map(utc),
+        overdue,
+        partitions: Partitions {
+            count: ranges.len() as i64,
+            oldest_lower_bound: ranges.iter().filter_map(|p| p.lower).min(),
+            newest_upper_bound: ranges.iter().filter_map(|p| p.upper).max(),
+            future_ready: ranges
+                .iter()
+                .filter(|p| p.lower.is_some_and(|l| l > at))
+                .count() as i64,
+            default_partition: default.map(|p| p.name.clone()),
+            default_rows,
+        },
+        last_run: last_run(tx, name)?,
+        job,
+        next_run: next,
+        name: d.name,
+        relation: d.relation,
+        time_column: d.time_column,
+        granularity: d.granularity,
+        schedule: d.schedule,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+impl Status {
+    /// The documented JSON shape, pretty-printed.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("status serializes")
+    }
+
+    /// Aligned text for people.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "retention status of database {} at {} (jobs in database {}{})\n",
+            self.database,
+            when(self.at),
+            self.cron_database,
+            if self.cron_installed {
+                ""
+            } else {
+                ", where pg_cron is NOT installed"
+            }
+        );
+        if self.datasets.is_empty() {
+            s.push_str("\nno datasets\n");
+        }
+        for d in &self.datasets {
+            s.push('\n');
+            s.push_str(&d.to_text());
+        }
+        s
+    }
+}
+
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn opt_when(t: Option<DateTime<Utc>>) -> String {
+    t.map(when).unwrap_or_else(|| "-".into())
+}
+
+/// 1234567 → "1,234,567".
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn plural(n: i64, word: &str) -> String {
+    format!("{} {word}{}", thousands(n), if n == 1 { "" } else { "s" })
+}
+
+fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn count_text(c: Count, word: &str) -> String {
+    match (c.count, c.at_least) {
+        (0, _) => "none".into(),
+        (_, true) => format!("at least {}", plural(c.count, word)),
+        (_, false) => plural(c.count, word),
+    }
+}
+
+impl DatasetStatus {
+    fn to_text(&self) -> String {
+        let mut lines: Vec<(&str, String)> = Vec::new();
+        let r = &self.retention;
+        let mut retention = format!("keep {}", r.keep);
+        if r.min_keep.is_some() || r.max_keep.is_some() {
+            retention.push_str(&format!(
+                " (tenant settings between {} and {})",
+                r.min_keep.as_deref().unwrap_or("-"),
+                r.max_keep.as_deref().unwrap_or("-")
+            ));
+        }
+        retention.push_str(&format!(
+            "; {}; {}",
+            plural(r.policy_overrides, "policy override"),
+            plural(r.tenant_settings, "tenant setting")
+        ));
+        lines.push(("retention", retention));
+        let holds = if r.active_holds.is_empty() {
+            "none active".to_string()
+        } else {
+            r.active_holds
+                .iter()
+                .map(|h| {
+                    let mut who = Vec::new();
+                    if let Some(t) = &h.tenant {
+                        who.push(format!("tenant {t}"));
+                    }
+                    if let Some(e) = &h.environment {
+                        who.push(format!("environment {e}"));
+                    }
+                    if who.is_empty() {
+                        who.push("every row".into());
+                    }
+                    if let Some(u) = &h.until {
+                        who.push(format!("until {u}"));
+                    }
+                    format!("\"{}\" ({})", h.reason, who.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        lines.push(("legal holds", holds));
+        let mut rows = format!(
+            "~{} (estimate from pg_class.reltuples), {} on disk",
+            thousands(self.rows.estimate),
+            bytes(self.rows.total_bytes)
+        );
+        if self.rows.unanalyzed_partitions > 0 {
+            rows.push_str(&format!(
+                "; {} not analyzed yet, not counted",
+                plural(self.rows.unanalyzed_partitions, "partition")
+            ));
+        }
+        lines.push(("rows", rows));
+        lines.push((
+            "oldest row",
+            self.oldest_row
+                .map(when)
+                .unwrap_or_else(|| "- (empty)".into()),
+        ));
+        lines.push(("overdue now", count_text(self.overdue, "row")));
+        let p = &self.partitions;
+        let mut parts = format!(
+            "{}, from {} to {}; {} future ready",
+            thousands(p.count),
+            opt_when(p.oldest_lower_bound),
+            opt_when(p.newest_upper_bound),
+            thousands(p.future_ready)
+        );
+        match &p.default_partition {
+            Some(_) => parts.push_str(&format!(
+                "; default partition: {}",
+                match count_text(p.default_rows, "row") {
+                    n if n == "none" => "empty".to_string(),
+                    n => n,
+                }
+            )),
+            None => parts.push_str("; no default partition"),
+        }
+        lines.push(("partitions", parts));
+        let last = match &self.last_run {
+            None => "never".to_string(),
+            Some(l) => {
+                let mut s = format!(
+                    "{}: {}{}; deleted {}, archived {}, dropped {}",
+                    when(l.started_at),
+                    l.outcome,
+                    if l.stuck {
+                        " (stuck: no backend holds its lock)"
+                    } else {
+                        ""
+                    },
+                    plural(l.rows_deleted, "row"),
+                    thousands(l.rows_archived),
+                    plural(l.partitions_dropped, "partition")
+                );
+                if l.partitions_dropped > 0 {
+                    s.push_str(&format!(" (~{} rows)", thousands(l.rows_in_dropped)));
+                }
+                if !l.partitions_skipped.is_empty() {
+                    s.push_str(&format!("; skipped {}", l.partitions_skipped.join(", ")));
+                }
+                if let Some(d) = &l.detail {
+                    s.push_str(&format!("; {d}"));
+                }
+                s
+            }
+        };
+        lines.push(("last run", last));
+        let job = match &self.job {
+            None => "MISSING: run `pgretain apply` to register it".to_string(),
+            Some(j) => {
+                let mut s = format!(
+                    "{} `{}` in database {}, {}",
+                    j.name,
+                    j.schedule,
+                    j.database,
+                    if j.active { "active" } else { "INACTIVE" }
+                );
+                match &j.last_run {
+                    None => s.push_str("; never ran"),
+                    Some(r) => {
+                        s.push_str(&format!(
+                            "; last run {} at {}",
+                            r.status,
+                            opt_when(r.started_at)
+                        ));
+                        if let Some(m) = r.message.as_deref().filter(|m| !m.is_empty()) {
+                            s.push_str(&format!(": {}", m.trim()));
+                        }
+                    }
+                }
+                s
+            }
+        };
+        lines.push(("job", job));
+        lines.push((
+            "next run",
+            match (&self.job, self.next_run) {
+                (_, Some(t)) => when(t),
+                (Some(j), None) if !j.active => "- (job inactive)".into(),
+                (Some(j), None) => format!("- (cannot read schedule `{}`)", j.schedule),
+                (None, None) => "- (no job)".into(),
+            },
+        ));
+
+        let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut s = format!(
+            "{}  {} (clock {}, {} partitions, schedule `{}`)\n",
+            self.name, self.relation, self.time_column, self.granularity, self.schedule
+        );
+        for (k, v) in lines {
+            s.push_str(&format!("  {k:<width$}  {v}\n"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn next_run_is_in_gmt_and_strictly_after() {
+        let at = t("2026-05-01T03:30:00Z");
+        assert_eq!(next_run("30 3 * * *", at), Some(t("2026-05-02T03:30:00Z")));
+        assert_eq!(next_run("30 3 * * *", t("2026-05-01T03:29:59Z")), Some(at));
+        assert_eq!(next_run("@daily", at), Some(t("2026-05-02T00:00:00Z")));
+        assert_eq!(next_run("@midnight", at), Some(t("2026-05-02T00:00:00Z")));
+        assert_eq!(
+            next_run("10 seconds", at),
+            Some(at + TimeDelta::seconds(10))
+        );
+        assert_eq!(next_run("not a schedule", at), None);
+    }
+
+    #[test]
+    fn day_fields_follow_vixie_cron() {
+        // Both restricted: either matches (the 13th, or a Friday).
+        let at = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap(); // a Friday
+        assert_eq!(next_run("0 0 13 * 5", at), Some(t("2026-05-08T00:00:00Z")));
+        // Day of month starts with `*`: both must match (an odd day that is a Monday).
+        assert_eq!(next_run("0 0 */2 * 1", at), Some(t("2026-05-11T00:00:00Z")));
+        // 7 is Sunday, too.
+        assert_eq!(next_run("0 0 * * 7", at), Some(t("2026-05-03T00:00:00Z")));
+    }
+
+    #[test]
+    fn period_is_the_longest_gap() {
+        let at = t("2026-05-01T10:00:00Z");
+        assert_eq!(period("30 3 * * *", at), Some(TimeDelta::hours(24)));
+        assert_eq!(period("@hourly", at), Some(TimeDelta::hours(1)));
+        assert_eq!(period("*/5 * * * *", at), Some(TimeDelta::minutes(5)));
+        assert_eq!(period("0 3 * * 1-5", at), Some(TimeDelta::hours(72)));
+        assert_eq!(period("0 0 1,15 * *", at), Some(TimeDelta::days(17)));
+        assert_eq!(period("30 seconds", at), Some(TimeDelta::seconds(30)));
+        assert_eq!(period("", at), None);
+    }
+
+    #[test]
+    fn durations_and_numbers_read_well() {
+        assert_eq!(human_duration(TimeDelta::hours(25)), "25 h");
+        assert_eq!(human_duration(TimeDelta::minutes(65)), "65 min");
+        assert_eq!(human_duration(TimeDelta::hours(1)), "1 h");
+        assert_eq!(human_duration(TimeDelta::days(17)), "17 days");
+        assert_eq!(human_duration(TimeDelta::seconds(30)), "30 s");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+        assert_eq!(bytes(8192), "8.0 kB");
+        assert_eq!(bytes(100), "100 bytes");
+    }
+}

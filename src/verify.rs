@@ -1,0 +1,775 @@
+//! `pgretain verify`: evidence that the policy is enforced, or a list of
+//! what is wrong (SPEC §5; exit 0 clean, 1 findings, 3 database error).
+//!
+//! It checks, against the live database and `generated/`:
+//! - rows overdue beyond the schedule's tolerance (one schedule period plus
+//!   [`GRACE`]): the jobs are not doing their work;
+//! - every dataset's pg_cron job: present, active, in the right database,
+//!   with the compiled command and schedule, its last run not failed; and
+//!   the last enforcement run in `retention.run_log` not failed or stuck;
+//! - future partitions ready for at least [`PARTITIONS_AHEAD`] periods, and
+//!   no rows in a default partition;
+//! - drift from `generated/`: migrations pending, changed or missing
+//!   (refinery's history table and checksums), and routines of schema
+//!   `retention` edited by hand since apply recorded their fingerprints in
+//!   [`FINGERPRINT_TABLE`] (see [`record_fingerprints`], called by apply).
+//!
+//! Read-only, except [`record_fingerprints`], which only `apply` calls.
+//! It never fixes anything: every finding says what to do.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use postgres::types::Type;
+use postgres::{Client, Transaction};
+use serde::Serialize;
+
+use crate::apply::{job_for, HISTORY_TABLE};
+use crate::compile::read_state;
+use crate::db::{self, ctx, DbError};
+use crate::render::ident;
+use crate::status::{self, human_duration, rfc3339, COUNT_CAP, STUCK_AFTER};
+
+/// Where apply records the fingerprint of every routine of schema `retention`.
+pub const FINGERPRINT_TABLE: &str = "retention.fingerprint";
+
+/// Added to one schedule period before an expired row counts as overdue:
+/// room for the run itself and for pg_cron's start-up.
+pub const GRACE: TimeDelta = TimeDelta::hours(1);
+
+/// Future partitions must reach this many partition periods past now.
+pub const PARTITIONS_AHEAD: i32 = 2;
+
+/// Every routine (function, procedure, trigger function) of schema
+/// `retention` with the md5 of its definition, keyed by its signature.
+/// Run with `search_path = pg_catalog, pg_temp`, so signatures are always
+/// schema-qualified and the same whoever asks.
+const ROUTINES_SQL: &str = "SELECT p.oid::regprocedure::text, md5(pg_get_functiondef(p.oid))
+  FROM pg_proc p
+ WHERE p.pronamespace = 'retention'::regnamespace AND p.prokind IN ('f', 'p')";
+
+/// Options of `verify`.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// `--database-url` / `DATABASE_URL`; `None` reads the `PG*` variables.
+    pub database_url: Option<String>,
+    /// The compiled migrations and state (default `generated`).
+    pub generated_dir: PathBuf,
+    /// Where pg_cron lives; default: the server's `cron.database_name`, else `postgres`.
+    pub cron_database: Option<String>,
+}
+
+/// What a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A migration in `generated/` is not applied.
+    MigrationPending,
+    /// An applied migration's file changed since (refinery checksum).
+    MigrationChanged,
+    /// An applied migration's file is gone.
+    MigrationMissing,
+    /// No routine fingerprints: apply never recorded them.
+    FingerprintsMissing,
+    /// A routine of schema `retention` differs from what apply left.
+    RoutineChanged,
+    /// A routine in schema `retention` that apply did not create.
+    RoutineAdded,
+    /// A routine apply created is gone.
+    RoutineRemoved,
+    /// pg_cron is not installed in the cron database.
+    CronMissing,
+    /// A dataset has no job.
+    JobMissing,
+    /// A job exists but `cron.job.active` is false.
+    JobInactive,
+    /// A job runs in another database than the data's.
+    JobWrongDatabase,
+    /// A job's command is not the compiled one.
+    JobCommandChanged,
+    /// A job's schedule is not the compiled one.
+    JobScheduleChanged,
+    /// A job named for this database whose dataset is not in `generated/`.
+    JobUnexpected,
+    /// The job's last run in `cron.job_run_details` failed.
+    JobFailed,
+    /// The last enforcement run in `retention.run_log` failed.
+    RunFailed,
+    /// The last enforcement run is still `running` long after it died.
+    RunStuck,
+    /// Rows past their deadline by more than the schedule's tolerance.
+    Overdue,
+    /// Future partitions reach less than [`PARTITIONS_AHEAD`] periods ahead.
+    PartitionsRunningOut,
+    /// Rows sit in a default partition.
+    RowsInDefaultPartition,
+}
+
+impl FindingKind {
+    /// The name used in output: `job_missing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::MigrationPending => "migration_pending",
+            FindingKind::MigrationChanged => "migration_changed",
+            FindingKind::MigrationMissing => "migration_missing",
+            FindingKind::FingerprintsMissing => "fingerprints_missing",
+            FindingKind::RoutineChanged => "routine_changed",
+            FindingKind::RoutineAdded => "routine_added",
+            FindingKind::RoutineRemoved => "routine_removed",
+            FindingKind::CronMissing => "cron_missing",
+            FindingKind::JobMissing => "job_missing",
+            FindingKind::JobInactive => "job_inactive",
+            FindingKind::JobWrongDatabase => "job_wrong_database",
+            FindingKind::JobCommandChanged => "job_command_changed",
+            FindingKind::JobScheduleChanged => "job_schedule_changed",
+            FindingKind::JobUnexpected => "job_unexpected",
+            FindingKind::JobFailed => "job_failed",
+            FindingKind::RunFailed => "run_failed",
+            FindingKind::RunStuck => "run_stuck",
+            FindingKind::Overdue => "overdue",
+            FindingKind::PartitionsRunningOut => "partitions_running_out",
+            FindingKind::RowsInDefaultPartition => "rows_in_default_partition",
+        }
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem verify found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The dataset it concerns; `None` for the database as a whole.
+    pub dataset: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.dataset {
+            Some(d) => write!(f, "{:<25} {d}: {}", self.kind.as_str(), self.message),
+            None => write!(f, "{:<25} {}", self.kind.as_str(), self.message),
+        }
+    }
+}
+
+/// What verify checked and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub database: String,
+    pub cron_database: String,
+    /// Datasets checked (in the database).
+    pub datasets: usize,
+    /// Migrations in `generated/`.
+    pub migrations: usize,
+    /// Routines of schema `retention` compared with their fingerprints.
+    pub routines: usize,
+    pub findings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    /// No findings.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// Findings of one kind.
+    pub fn of(&self, kind: FindingKind) -> Vec<&Finding> {
+        self.findings.iter().filter(|f| f.kind == kind).collect()
+    }
+
+    /// The one-line summary of a clean verify.
+    pub fn summary(&self) -> String {
+        format!(
+            "verify ok: database {} matches generated/ ({} migration{}, {} routine{} unchanged); {} dataset{}: nothing overdue, jobs in {} active and as compiled, partitions ready, default partitions empty",
+            self.database,
+            self.migrations,
+            if self.migrations == 1 { "" } else { "s" },
+            self.routines,
+            if self.routines == 1 { "" } else { "s" },
+            self.datasets,
+            if self.datasets == 1 { "" } else { "s" },
+            self.cron_database,
+        )
+    }
+
+    /// The summary when clean, else a header and one line per finding.
+    pub fn to_text(&self) -> String {
+        if self.is_clean() {
+            return format!("{}\n", self.summary());
+        }
+        let n = self.findings.len();
+        let mut s = format!(
+            "verify found {n} problem{} in database {} (jobs in database {}):\n",
+            if n == 1 { "" } else { "s" },
+            self.database,
+            self.cron_database
+        );
+        for f in &self.findings {
+            s.push_str(&format!("  {f}\n"));
+        }
+        s
+    }
+}
+
+/// Why verify could not check.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// `generated/` cannot be read (exit 2).
+    #[error("error: {0}")]
+    Generated(String),
+    /// The database failed (exit 3).
+    #[error("{0}")]
+    Database(#[from] DbError),
+}
+
+/// Run `verify`.
+pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
+    let dir = &opts.generated_dir;
+    let state = read_state(dir)
+        .map_err(|e| VerifyError::Generated(format!("cannot read the compiled state: {e}")))?
+        .ok_or_else(|| {
+            VerifyError::Generated(format!(
+                "{} has no {}: pass --generated with the directory `pgretain compile` wrote",
+                dir.display(),
+                crate::compile::STATE_FILE
+            ))
+        })?;
+    let mut files = refinery::load_sql_migrations(dir).map_err(|e| {
+        VerifyError::Generated(format!(
+            "cannot load the migrations in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    files.sort_by_key(|m| m.version());
+
+    let cfg = db::config(opts.database_url.as_deref())?;
+    let mut client = db::connect(&cfg)?;
+    let (data_db, cron_db) = status::databases(&mut client, opts.cron_database.as_deref())?;
+    let mut cron = status::connect_cron(&cfg, &cron_db)?;
+    let mut report = VerifyReport {
+        database: data_db.clone(),
+        cron_database: cron_db.clone(),
+        datasets: 0,
+        migrations: files.len(),
+        routines: 0,
+        findings: Vec::new(),
+    };
+
+    check_migrations(&mut client, &files, opts, &mut report)?;
+
+    let mut tx = status::snapshot(&mut client)?;
+    let at = status::db_now(&mut tx)?;
+    let runtime = status::has_runtime(&mut tx)?;
+    let datasets = if runtime {
+        status::datasets(&mut tx)?
+    } else {
+        Vec::new()
+    };
+    report.datasets = datasets.len();
+
+    check_jobs(
+        &mut cron,
+        &state.policy.datasets,
+        &data_db,
+        &cron_db,
+        &mut report,
+    )?;
+    for d in &datasets {
+        check_dataset(&mut tx, d, at, &mut report)?;
+    }
+    if runtime {
+        check_routines(&mut tx, &mut report)?;
+    }
+    tx.commit()
+        .map_err(ctx("ending the read-only transaction"))?;
+
+    // Migrations and routines first, then by dataset, in check order.
+    report.findings.sort_by(|a, b| a.dataset.cmp(&b.dataset));
+    Ok(report)
+}
+
+fn finding(report: &mut VerifyReport, kind: FindingKind, dataset: Option<&str>, message: String) {
+    report.findings.push(Finding {
+        kind,
+        dataset: dataset.map(str::to_string),
+        message,
+    });
+}
+
+/// (e) refinery's history against the files: pending, changed, missing.
+fn check_migrations(
+    client: &mut Client,
+    files: &[refinery::Migration],
+    opts: &VerifyOptions,
+    report: &mut VerifyReport,
+) -> Result<(), DbError> {
+    let dir = opts.generated_dir.display();
+    let has_history: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])
+        .map_err(ctx("looking for the migration history"))?
+        .get(0);
+    let applied: BTreeMap<i64, (String, Option<String>, Option<String>)> = if has_history {
+        client
+            .query(
+                &format!(
+                    "SELECT version::int8, name::text, checksum::text, applied_on::text FROM {HISTORY_TABLE} ORDER BY version"
+                ),
+                &[],
+            )
+            .map_err(ctx("reading the migration history"))?
+            .iter()
+            .map(|r| (r.get(0), (r.get::<_, Option<String>>(1).unwrap_or_default(), r.get(2), r.get(3))))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    for m in files {
+        let v = i64::from(m.version());
+        match applied.get(&v) {
+            None => finding(
+                report,
+                FindingKind::MigrationPending,
+                None,
+                format!("{m} is in {dir} but not applied to this database: run `pgretain apply`"),
+            ),
+            Some((name, checksum, on)) => {
+                let recorded = checksum.as_deref().and_then(|c| c.parse::<u64>().ok());
+                if recorded != Some(m.checksum()) || name != m.name() {
+                    finding(
+                        report,
+                        FindingKind::MigrationChanged,
+                        None,
+                        format!(
+                            "{m} in {dir} differs from V{v}__{name} applied {}: applied migrations must never change (refinery checksum {} in the database, {} for the file). Restore the file from git (`git checkout -- {dir}`)",
+                            on.as_deref().map(|o| format!("on {o}")).unwrap_or_else(|| "earlier".into()),
+                            checksum.as_deref().unwrap_or("none"),
+                            m.checksum()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for (v, (name, _, _)) in &applied {
+        if !files.iter().any(|m| i64::from(m.version()) == *v) {
+            finding(
+                report,
+                FindingKind::MigrationMissing,
+                None,
+                format!(
+                    "V{v}__{name} was applied to this database but is not in {dir}: restore it from git"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// (b) every compiled dataset's job, as `apply::job_for` would register it.
+fn check_jobs(
+    cron: &mut Client,
+    compiled: &[crate::model::Dataset],
+    data_db: &str,
+    cron_db: &str,
+    report: &mut VerifyReport,
+) -> Result<(), DbError> {
+    if !status::cron_installed(cron)? {
+        finding(
+            report,
+            FindingKind::CronMissing,
+            None,
+            format!(
+                "pg_cron is not installed in database {cron_db}, so no retention job runs: run `pgretain apply` (or pass --cron-database with the database named by cron.database_name)"
+            ),
+        );
+        return Ok(());
+    }
+    for ds in compiled {
+        let want = job_for(ds, data_db);
+        let name = Some(ds.name.as_str());
+        let Some(job) = status::job(cron, &want.name)? else {
+            finding(
+                report,
+                FindingKind::JobMissing,
+                name,
+                format!(
+                    "job {} is not in cron.job of database {cron_db}, so enforcement never runs: run `pgretain apply` to register it",
+                    want.name
+                ),
+            );
+            continue;
+        };
+        if !job.active {
+            finding(
+                report,
+                FindingKind::JobInactive,
+                name,
+                format!(
+                    "job {} (jobid {}) is inactive (cron.job.active = false), so enforcement does not run: reactivate it with `SELECT cron.alter_job({}, active := true);` in database {cron_db}",
+                    job.name, job.id, job.id
+                ),
+            );
+        }
+        if job.database != want.database {
+            finding(
+                report,
+                FindingKind::JobWrongDatabase,
+                name,
+                format!(
+                    "job {} runs in database {}, not {}, where the data is: run `pgretain apply` (it re-creates the job)",
+                    job.name, job.database, want.database
+                ),
+            );
+        }
+        if job.command != want.command {
+            finding(
+                report,
+                FindingKind::JobCommandChanged,
+                name,
+                format!(
+                    "job {} runs `{}`, not `{}` as compiled in generated/: run `pgretain apply`",
+                    job.name, job.command, want.command
+                ),
+            );
+        }
+        if job.schedule != want.schedule {
+            finding(
+                report,
+                FindingKind::JobScheduleChanged,
+                name,
+                format!(
+                    "job {} is scheduled `{}`, not `{}` as compiled in generated/: run `pgretain apply`",
+                    job.name, job.schedule, want.schedule
+                ),
+            );
+        }
+        if let Some(run) = job.last_run.as_ref().filter(|r| r.status == "failed") {
+            finding(
+                report,
+                FindingKind::JobFailed,
+                name,
+                format!(
+                    "the last run of job {}{} failed: {}. See cron.job_run_details (jobid {}) in database {cron_db}",
+                    job.name,
+                    run.started_at
+                        .map(|t| format!(" started {}", rfc3339(t)))
+                        .unwrap_or_default(),
+                    run.message
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or("no message"),
+                    job.id
+                ),
+            );
+        }
+    }
+    let prefix = crate::apply::job_name(data_db, "");
+    let stale = cron
+        .query(
+            "SELECT jobname, command FROM cron.job WHERE starts_with(jobname, $1) ORDER BY jobname",
+            &[&prefix],
+        )
+        .map_err(ctx("listing pg_cron jobs"))?;
+    for r in stale {
+        let jobname: String = r.get(0);
+        let dataset = jobname
+            .strip_prefix(&prefix)
+            .unwrap_or(&jobname)
+            .to_string();
+        if !compiled.iter().any(|d| d.name == dataset) {
+            finding(
+                report,
+                FindingKind::JobUnexpected,
+                Some(&dataset),
+                format!(
+                    "job {jobname} runs `{}` but dataset {dataset} is not in generated/: run `pgretain apply` to remove it",
+                    r.get::<_, String>(1)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// (a), (b) run log, (c), (d) for one dataset.
+fn check_dataset(
+    tx: &mut Transaction<'_>,
+    d: &status::DatasetRow,
+    at: DateTime<Utc>,
+    report: &mut VerifyReport,
+) -> Result<(), DbError> {
+    let name = Some(d.name.as_str());
+
+    // The last enforcement run.
+    if let Some(run) = status::last_run(tx, &d.name)? {
+        if run.outcome == "failed" {
+            finding(
+                report,
+                FindingKind::RunFailed,
+                name,
+                format!(
+                    "the last enforcement run (retention.run_log id {}, started {}) failed: {}. What it did before failing is kept; fix the cause and run `pgretain run {}`",
+                    run.id,
+                    rfc3339(run.started_at),
+                    run.detail.as_deref().unwrap_or("no detail"),
+                    d.name
+                ),
+            );
+        } else if run.stuck {
+            finding(
+                report,
+                FindingKind::RunStuck,
+                name,
+                format!(
+                    "the enforcement run started {} (retention.run_log id {}) is still 'running' after more than {} and no backend holds its lock: it died without recording an outcome, so count it as failed. Check the server log, then run `pgretain run {}`",
+                    rfc3339(run.started_at),
+                    run.id,
+                    human_duration(STUCK_AFTER),
+                    d.name
+                ),
+            );
+        }
+    }
+
+    // (a) Rows overdue beyond one schedule period plus the grace.
+    let period = status::period(&d.schedule, at);
+    let tolerance = period.unwrap_or(TimeDelta::days(1)) + GRACE;
+    let cutoff = at - tolerance;
+    let pred: Option<String> = tx
+        .query_one("SELECT retention.expired_predicate($1)", &[&d.name])
+        .map_err(ctx("reading the expiry predicate"))?
+        .get(0);
+    if let Some(pred) = pred {
+        let sql = format!(
+            "SELECT count(*), min(x) FROM (SELECT t.{time} AS x FROM {rel} t WHERE {pred} LIMIT {COUNT_CAP}) s",
+            time = ident(&d.time_column),
+            rel = d.relation,
+        );
+        let stmt = tx
+            .prepare_typed(&sql, &[Type::TIMESTAMPTZ])
+            .map_err(ctx("counting overdue rows"))?;
+        let row = tx
+            .query_one(&stmt, &[&SystemTime::from(cutoff)])
+            .map_err(ctx("counting overdue rows"))?;
+        let n: i64 = row.get(0);
+        if n > 0 {
+            let oldest: Option<SystemTime> = row.get(1);
+            finding(
+                report,
+                FindingKind::Overdue,
+                name,
+                format!(
+                    "{}{} row{} past {} deadline by more than the tolerance of {} (one period of the schedule `{}`, {}, plus {}){}. Enforcement should have removed {}: check the job's runs and retention.run_log, or run `pgretain run {}`",
+                    if n >= COUNT_CAP { "at least " } else { "" },
+                    n,
+                    if n == 1 { " is" } else { "s are" },
+                    if n == 1 { "its" } else { "their" },
+                    human_duration(tolerance),
+                    d.schedule,
+                    period
+                        .map(human_duration)
+                        .unwrap_or_else(|| "unreadable, taken as 24 h".into()),
+                    human_duration(GRACE),
+                    oldest
+                        .map(|t| format!("; the oldest has {} = {}", d.time_column, rfc3339(t.into())))
+                        .unwrap_or_default(),
+                    if n == 1 { "it" } else { "them" },
+                    d.name
+                ),
+            );
+        }
+    }
+
+    // (c) Future partitions, (d) rows in the default partition.
+    let parts = status::partitions(tx, &d.name)?;
+    let horizon: SystemTime = tx
+        .query_one(
+            "SELECT ((now() AT TIME ZONE 'UTC') + ($1::int4 || ' ' || $2::text)::interval) AT TIME ZONE 'UTC'",
+            &[&PARTITIONS_AHEAD, &d.granularity],
+        )
+        .map_err(ctx("computing the partition horizon"))?
+        .get(0);
+    let horizon: DateTime<Utc> = horizon.into();
+    let mut ranges: Vec<(DateTime<Utc>, DateTime<Utc>)> = parts
+        .iter()
+        .filter_map(|p| Some((p.lower?, p.upper?)))
+        .collect();
+    ranges.sort();
+    let mut covered = at;
+    for (lower, upper) in &ranges {
+        if *upper <= covered {
+            continue;
+        }
+        if *lower > covered {
+            break;
+        }
+        covered = *upper;
+    }
+    if covered < horizon {
+        let what = if covered == at {
+            "no partition holds the current time".to_string()
+        } else {
+            format!("partitions end at {}", rfc3339(covered))
+        };
+        finding(
+            report,
+            FindingKind::PartitionsRunningOut,
+            name,
+            format!(
+                "{what}, less than {PARTITIONS_AHEAD} {}s ahead (until {}): new rows past that land in the default partition. Each enforcement run makes them ahead; check the job, or run `pgretain run {}`",
+                d.granularity,
+                rfc3339(horizon),
+                d.name
+            ),
+        );
+    }
+    if let Some(default) = parts.iter().find(|p| p.lower.is_none()) {
+        let c = status::capped_count(
+            tx,
+            &format!("ONLY {}", default.name),
+            "counting the rows of the default partition",
+        )?;
+        if c.count > 0 {
+            finding(
+                report,
+                FindingKind::RowsInDefaultPartition,
+                name,
+                format!(
+                    "{}{} row{} in the default partition {}: {their} time lies outside every partition (far past or future, or inserted before {their} partition existed). {they} enforced row by row, and a partition created over {them} later must move {them} first; check where such times come from",
+                    if c.at_least { "at least " } else { "" },
+                    c.count,
+                    if c.count == 1 { " sits" } else { "s sit" },
+                    default.name,
+                    their = if c.count == 1 { "its" } else { "their" },
+                    they = if c.count == 1 { "It is" } else { "They are" },
+                    them = if c.count == 1 { "it" } else { "them" },
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The routines of schema `retention` and their md5, now.
+fn routines(tx: &mut Transaction<'_>) -> Result<BTreeMap<String, String>, DbError> {
+    tx.batch_execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        .map_err(ctx("setting the search path"))?;
+    Ok(tx
+        .query(ROUTINES_SQL, &[])
+        .map_err(ctx("fingerprinting the routines of schema retention"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// (e) routines changed, added or removed since apply recorded them.
+fn check_routines(tx: &mut Transaction<'_>, report: &mut VerifyReport) -> Result<(), DbError> {
+    let has: bool = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&FINGERPRINT_TABLE])
+        .map_err(ctx("looking for the routine fingerprints"))?
+        .get(0);
+    let now = routines(tx)?;
+    report.routines = now.len();
+    if !has {
+        finding(
+            report,
+            FindingKind::FingerprintsMissing,
+            None,
+            format!(
+                "{FINGERPRINT_TABLE} does not exist, so hand edits of the {} routines of schema retention cannot be detected: run `pgretain apply` to record them",
+                now.len()
+            ),
+        );
+        return Ok(());
+    }
+    let recorded: BTreeMap<String, String> = tx
+        .query(
+            &format!("SELECT routine, md5 FROM {FINGERPRINT_TABLE}"),
+            &[],
+        )
+        .map_err(ctx("reading the routine fingerprints"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (routine, md5) in &now {
+        match recorded.get(routine) {
+            Some(r) if r == md5 => {}
+            Some(_) => finding(
+                report,
+                FindingKind::RoutineChanged,
+                None,
+                format!(
+                    "{routine} was changed since `pgretain apply` created it: generated routines must not be edited by hand. Restore it from the latest migration in generated/ that defines it"
+                ),
+            ),
+            None => finding(
+                report,
+                FindingKind::RoutineAdded,
+                None,
+                format!(
+                    "{routine} is in schema retention but `pgretain apply` did not create it: drop it, or move it to another schema"
+                ),
+            ),
+        }
+    }
+    for routine in recorded.keys() {
+        if !now.contains_key(routine) {
+            finding(
+                report,
+                FindingKind::RoutineRemoved,
+                None,
+                format!(
+                    "{routine} was created by `pgretain apply` but is gone: restore it from the latest migration in generated/ that defines it"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether apply has recorded routine fingerprints in this database.
+pub fn has_fingerprints(client: &mut Client) -> Result<bool, DbError> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&FINGERPRINT_TABLE])
+        .map_err(ctx("looking for the routine fingerprints"))?
+        .get(0))
+}
+
+/// Record the fingerprint of every routine of schema `retention` in
+/// [`FINGERPRINT_TABLE`] (created if needed), replacing what was there, in
+/// one transaction. Called by apply right after migrations ran; returns how
+/// many routines it recorded.
+pub fn record_fingerprints(client: &mut Client) -> Result<usize, DbError> {
+    let mut tx = client
+        .transaction()
+        .map_err(ctx("starting the fingerprint transaction"))?;
+    tx.batch_execute(&format!(
+        "SET LOCAL search_path = pg_catalog, pg_temp;
+         CREATE TABLE IF NOT EXISTS {FINGERPRINT_TABLE} (
+             routine text PRIMARY KEY,   -- signature: retention.keep_for(text,text,text)
+             md5     text NOT NULL       -- md5(pg_get_functiondef(oid))
+         );
+         COMMENT ON TABLE {FINGERPRINT_TABLE} IS
+             'pgretain: every routine of schema retention as apply left it; pgretain verify reports hand edits';
+         DELETE FROM {FINGERPRINT_TABLE};
+         INSERT INTO {FINGERPRINT_TABLE} (routine, md5) {ROUTINES_SQL};"
+    ))
+    .map_err(ctx("recording the routine fingerprints"))?;
+    let n: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {FINGERPRINT_TABLE}"), &[])
+        .map_err(ctx("counting the routine fingerprints"))?
+        .get(0);
+    tx.commit()
+        .map_err(ctx("committing the routine fingerprints"))?;
+    Ok(n as usize)
+}
