@@ -19,6 +19,11 @@ const FIELDS: [(&str, u32, u32); 5] = [
 const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
+/// The `@name` macros pg_cron accepts.
+const MACROS: [&str; 7] = [
+    "yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly",
+];
+
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// Check a schedule; the error says which field is wrong and why.
@@ -28,11 +33,17 @@ pub fn validate(schedule: &str) -> Result<(), String> {
         return Err("is empty".into());
     }
     if let Some(mac) = s.strip_prefix('@') {
-        return match mac {
-            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
-                Ok(())
-            }
-            _ => Err(format!("uses an unknown macro `@{mac}`")),
+        return if MACROS.contains(&mac) {
+            Ok(())
+        } else {
+            Err(format!(
+                "uses an unknown macro `@{mac}`; pg_cron knows {}",
+                MACROS
+                    .iter()
+                    .map(|m| format!("`@{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         };
     }
     let parts: Vec<&str> = s.split_whitespace().collect();
@@ -42,8 +53,20 @@ pub fn validate(schedule: &str) -> Result<(), String> {
             _ => Err("runs every N seconds only for N from 1 to 59".into()),
         };
     }
+    if parts.len() == 1 {
+        let word = parts[0].to_ascii_lowercase();
+        if MACROS.contains(&word.as_str()) {
+            return Err(format!(
+                "is not a cron expression; did you mean the macro `@{word}`?"
+            ));
+        }
+    }
     if parts.len() != 5 {
-        return Err(format!("has {} fields; pg_cron needs 5", parts.len()));
+        return Err(format!(
+            "has {} field{}; pg_cron needs 5",
+            parts.len(),
+            if parts.len() == 1 { "" } else { "s" }
+        ));
     }
     for (i, part) in parts.iter().enumerate() {
         let (name, lo, hi) = FIELDS[i];

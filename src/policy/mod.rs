@@ -10,17 +10,21 @@
 pub mod columns;
 pub mod cron;
 pub mod duration;
+mod messages;
 pub mod position;
 pub mod spec;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::Policy;
+pub(crate) use messages::suggest;
+use messages::{and_list, describe_serde_error, list, scalar_text, value_kind, yaml_error};
 use position::{Pos, PositionIndex, Seg};
 use spec::{DatasetSpec, HoldSpec, OverrideSpec, PolicyFile};
 
@@ -98,13 +102,48 @@ fn token_len(line: &str, col: usize) -> usize {
     let rest: Vec<char> = line.chars().skip(col.saturating_sub(1)).collect();
     match rest.first() {
         None => 1,
-        Some(q @ ('"' | '\'')) => rest
-            .iter()
-            .skip(1)
-            .position(|c| c == q)
-            .map(|p| p + 2)
-            .unwrap_or(rest.len()),
-        Some('{' | '[') => rest.len().max(1),
+        Some(q @ ('"' | '\'')) => {
+            // The closing quote: `\"` escapes inside double quotes, `''`
+            // inside single quotes.
+            let mut i = 1;
+            while i < rest.len() {
+                let c = rest[i];
+                if *q == '"' && c == '\\' {
+                    i += 2;
+                    continue;
+                }
+                if c == *q {
+                    if *q == '\'' && rest.get(i + 1) == Some(&'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    return i + 1;
+                }
+                i += 1;
+            }
+            rest.len()
+        }
+        Some('{' | '[') => {
+            // Up to the matching bracket, skipping quoted text.
+            let mut depth = 0usize;
+            let mut quote: Option<char> = None;
+            for (i, c) in rest.iter().enumerate() {
+                match (quote, c) {
+                    (Some(q), c) if *c == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, '"' | '\'') => quote = Some(*c),
+                    (None, '{' | '[') => depth += 1,
+                    (None, '}' | ']') => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            rest.len().max(1)
+        }
         Some(_) => {
             let mut end = rest.len();
             for (i, c) in rest.iter().enumerate() {
@@ -138,6 +177,29 @@ pub(crate) struct ParsedFile {
     pub overrides: Vec<(usize, OverrideSpec)>,
     /// Holds that deserialized, with their index in the file.
     pub holds: Vec<(usize, HoldSpec)>,
+    /// `environments` is present but invalid (reported): the allowed
+    /// environments are unknown, so names are not checked against them.
+    pub environments_invalid: bool,
+    /// `datasets` (or a dataset name) is invalid (reported): some dataset
+    /// names are unknown, so references to datasets are not checked.
+    pub datasets_invalid: bool,
+    /// Keys whose error was reported while parsing: required keys found
+    /// missing (filled with a placeholder so the rest of their entry is
+    /// still checked) and keys removed for a wrong type or value.
+    /// `validate` does not check them again, nor what depends on them.
+    pub reported: Vec<Vec<Seg>>,
+}
+
+impl ParsedFile {
+    /// Whether the key at `path` had an error reported while parsing.
+    pub fn was_reported(&self, path: &[Seg]) -> bool {
+        self.reported.iter().any(|m| m.as_slice() == path)
+    }
+
+    /// Whether anything at or below `path` had an error reported while parsing.
+    pub fn reported_under(&self, path: &[Seg]) -> bool {
+        self.reported.iter().any(|m| m.starts_with(path))
+    }
 }
 
 /// Load and validate the policy in `dir`: every `*.yaml` file, sorted by name.
@@ -209,24 +271,95 @@ fn list_files(dir: &Path, diags: &mut Diagnostics) -> Option<Vec<PathBuf>> {
         diags.push(whole(
             dir,
             "the policy directory has no *.yaml files".into(),
-            "add a policy file, e.g. `policies/retention.yaml` starting with `version: 1`",
+            &format!(
+                "add a policy file, e.g. `{}` starting with `version: 1`",
+                dir.join("retention.yaml").display()
+            ),
         ));
         return None;
     }
     Some(files)
 }
 
+/// Deeper nesting than this is refused before parsing.
+const MAX_NESTING: usize = 200;
+
+/// Where `text` first nests deeper than `MAX_NESTING` levels, by a cheap
+/// over-estimate: open `[` / `{` outside quotes and comments, plus the
+/// number of indentation levels open. Real policies nest a handful.
+fn too_deep(text: &str) -> Option<Pos> {
+    let mut flow: usize = 0;
+    let mut indents: Vec<usize> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let body = line.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        if flow == 0 {
+            while indents.last().is_some_and(|&top| top > indent) {
+                indents.pop();
+            }
+            if indents.last().is_none_or(|&top| top < indent) {
+                indents.push(indent);
+            }
+        }
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for (col, c) in line.chars().enumerate() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '#') if prev == ' ' => break,
+                (None, '"' | '\'') if matches!(prev, ' ' | '[' | '{' | ',' | ':') => {
+                    quote = Some(c)
+                }
+                (None, '[' | '{') => {
+                    flow += 1;
+                    if flow + indents.len() > MAX_NESTING {
+                        return Some(Pos {
+                            line: i + 1,
+                            col: col + 1,
+                        });
+                    }
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+        }
+        if flow + indents.len() > MAX_NESTING {
+            return Some(Pos {
+                line: i + 1,
+                col: indent + 1,
+            });
+        }
+    }
+    None
+}
+
 /// Parse one file into its parts, reporting every structural error found.
 fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedFile> {
     let text = match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(_) => {
-                diags.push(whole(
+            // A byte-order mark is not part of the YAML.
+            Ok(t) => match t.strip_prefix('\u{feff}') {
+                Some(rest) => rest.to_string(),
+                None => t,
+            },
+            Err(e) => {
+                let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let good = std::str::from_utf8(good).unwrap_or_default();
+                let line = good.matches('\n').count() + 1;
+                let col = good.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                let mut d = whole(
                     path,
                     "the file is not valid UTF-8".into(),
                     "save the policy file as UTF-8",
-                ));
+                );
+                d.line = line;
+                d.col = col;
+                diags.push(d);
                 return None;
             }
         },
@@ -239,23 +372,28 @@ fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedFile> {
             return None;
         }
     };
+    if let Some(pos) = too_deep(&text) {
+        // Both YAML parsers take quadratic time on absurd nesting; refuse
+        // it before parsing (deserializing fails beyond 128 levels anyway).
+        let src = SourceFile {
+            display: path.to_path_buf(),
+            lines: text.lines().map(str::to_string).collect(),
+            index: PositionIndex::default(),
+        };
+        let mut d = src.diag_at(
+            pos,
+            format!("invalid YAML: nested more than {MAX_NESTING} levels deep"),
+            Some("a policy nests only a few levels (datasets → name → columns); look for unclosed `[` or `{`, or runaway indentation".into()),
+        );
+        d.span = 1;
+        diags.push(d);
+        return None;
+    }
     let src = SourceFile::new(path.to_path_buf(), &text);
     let root: Value = match serde_yaml::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
-            let pos = e
-                .location()
-                .map(|l| Pos {
-                    line: l.line(),
-                    col: l.column(),
-                })
-                .unwrap_or(Pos { line: 1, col: 1 });
-            let msg = yaml_message(&e.to_string());
-            diags.push(src.diag_at(
-                pos,
-                format!("invalid YAML: {msg}"),
-                Some("fix the YAML syntax (indentation, a missing `:` or an unclosed quote or bracket)".into()),
-            ));
+            diags.push(yaml_error(&src, &e));
             return None;
         }
     };
@@ -267,22 +405,40 @@ fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedFile> {
         datasets: Vec::new(),
         overrides: Vec::new(),
         holds: Vec::new(),
+        environments_invalid: false,
+        datasets_invalid: false,
+        reported: Vec::new(),
     };
-    let Value::Mapping(top) = root else {
-        diags.push(file.src.diag_at(
-            Pos { line: 1, col: 1 },
-            "a policy file must be a mapping with `version: 1` and `datasets:`".into(),
-            Some("start the file with `version: 1`".into()),
-        ));
-        return None;
+    let top = match root {
+        Value::Mapping(top) => top,
+        Value::Null => {
+            diags.push(file.src.diag_at(
+                Pos { line: 1, col: 1 },
+                "the policy file is empty".into(),
+                Some("start the file with `version: 1`, then `datasets:`; or delete it".into()),
+            ));
+            return None;
+        }
+        other => {
+            diags.push(file.src.diag_at(
+                Pos { line: 1, col: 1 },
+                format!(
+                    "a policy file must be a mapping with `version: 1` and `datasets:`, not {}",
+                    value_kind(&other)
+                ),
+                Some("start the file with `version: 1`".into()),
+            ));
+            return None;
+        }
     };
     let mut saw_version = false;
     for (key, value) in top {
         let Some(key) = key.as_str().map(str::to_string) else {
-            diags.push(file.src.diag_at(
-                Pos { line: 1, col: 1 },
-                "a top-level key is not a string".into(),
-                None,
+            diags.push(file.src.diag(
+                &[Seg::Key(scalar_text(&key))],
+                At::Key,
+                format!("a top-level key is not text: {}", value_kind(&key)),
+                Some(format!("use only the keys {}", list(TOP_LEVEL_KEYS))),
             ));
             continue;
         };
@@ -290,39 +446,90 @@ fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedFile> {
         match key.as_str() {
             "version" => {
                 saw_version = true;
-                if let Some(v) = de::<u32>(&file.src, value, &path, "the policy version", diags) {
+                if let Some(v) = de::<u32>(
+                    &file.src,
+                    value,
+                    &path,
+                    "`version`",
+                    diags,
+                    &mut file.reported,
+                ) {
                     file.version = Some(v);
                 }
             }
-            "schedule" => file.schedule = de(&file.src, value, &path, "`schedule`", diags),
+            "schedule" => {
+                file.schedule = de(
+                    &file.src,
+                    value,
+                    &path,
+                    "`schedule`",
+                    diags,
+                    &mut file.reported,
+                )
+            }
             "environments" => {
-                file.environments = de(&file.src, value, &path, "`environments`", diags)
+                file.environments = de(
+                    &file.src,
+                    value,
+                    &path,
+                    "`environments`",
+                    diags,
+                    &mut file.reported,
+                );
+                file.environments_invalid = file.environments.is_none();
             }
             "datasets" => match value {
                 Value::Mapping(m) => {
                     for (name, ds) in m {
                         let Some(name) = name.as_str().map(str::to_string) else {
+                            file.datasets_invalid = true;
                             diags.push(file.src.diag(
-                                &path,
+                                &[Seg::Key("datasets".into()), Seg::Key(scalar_text(&name))],
                                 At::Key,
-                                "a dataset name is not a string".into(),
-                                None,
+                                format!(
+                                    "a dataset name is not text: {}",
+                                    value_kind(&name)
+                                ),
+                                Some("name each dataset with `[a-z][a-z0-9_]*`, e.g. `conversations:`".into()),
                             ));
                             continue;
                         };
                         let dpath = vec![Seg::Key("datasets".into()), Seg::Key(name.clone())];
                         let what = format!("dataset `{name}`");
-                        let spec = de::<DatasetSpec>(&file.src, ds, &dpath, &what, diags);
+                        if ds.is_null() {
+                            diags.push(file.src.diag(
+                                &dpath,
+                                At::Key,
+                                format!("{what} has no settings"),
+                                Some(format!("add its settings below `{name}:`, indented: at least `description:`, `table:`, `time:` and `keep:`")),
+                            ));
+                            file.datasets.push((name, None));
+                            continue;
+                        }
+                        let spec = de::<DatasetSpec>(
+                            &file.src,
+                            ds,
+                            &dpath,
+                            &what,
+                            diags,
+                            &mut file.reported,
+                        );
                         file.datasets.push((name, spec));
                     }
                 }
                 Value::Null => {}
-                _ => diags.push(file.src.diag(
-                    &path,
-                    At::Value,
-                    "`datasets` must be a mapping of dataset names to their settings".into(),
-                    Some("write `datasets:` followed by indented `name:` entries".into()),
-                )),
+                other => {
+                    file.datasets_invalid = true;
+                    diags.push(file.src.diag(
+                        &path,
+                        At::Value,
+                        format!(
+                            "`datasets` must be a mapping of dataset names to their settings, not {}",
+                            value_kind(&other)
+                        ),
+                        Some("write `datasets:` followed by indented `name:` entries, without `- `".into()),
+                    ))
+                }
             },
             "overrides" | "holds" => match value {
                 Value::Sequence(items) => {
@@ -330,24 +537,36 @@ fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedFile> {
                         let ipath = vec![Seg::Key(key.clone()), Seg::Index(i)];
                         if key == "overrides" {
                             let what = format!("override #{}", i + 1);
-                            if let Some(o) =
-                                de::<OverrideSpec>(&file.src, item, &ipath, &what, diags)
-                            {
+                            if let Some(o) = de::<OverrideSpec>(
+                                &file.src,
+                                item,
+                                &ipath,
+                                &what,
+                                diags,
+                                &mut file.reported,
+                            ) {
                                 file.overrides.push((i, o));
                             }
                         } else {
                             let what = format!("hold #{}", i + 1);
-                            if let Some(h) = de::<HoldSpec>(&file.src, item, &ipath, &what, diags) {
+                            if let Some(h) = de::<HoldSpec>(
+                                &file.src,
+                                item,
+                                &ipath,
+                                &what,
+                                diags,
+                                &mut file.reported,
+                            ) {
                                 file.holds.push((i, h));
                             }
                         }
                     }
                 }
                 Value::Null => {}
-                _ => diags.push(file.src.diag(
+                other => diags.push(file.src.diag(
                     &path,
                     At::Value,
-                    format!("`{key}` must be a list"),
+                    format!("`{key}` must be a list, not {}", value_kind(&other)),
                     Some(format!(
                         "write each entry of `{key}` on its own line starting with `- `"
                     )),
@@ -380,15 +599,19 @@ fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedFile> {
 /// To report more than the first error of a dataset, an offending key
 /// (unknown, or of the wrong type) is removed and deserialization retried,
 /// until it succeeds or fails for a reason removal cannot fix (a missing key).
-fn de<T: DeserializeOwned>(
+/// A required key removed this way is not reported missing again.
+fn de<T: DeserializeOwned + JsonSchema>(
     src: &SourceFile,
     mut value: Value,
     path: &[Seg],
     what: &str,
     diags: &mut Diagnostics,
+    reported: &mut Vec<Vec<Seg>>,
 ) -> Option<T> {
+    // Removed nodes, as paths into the original value.
+    let mut removed: Vec<Vec<Seg>> = Vec::new();
     for _ in 0..64 {
-        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(t) => return Some(t),
             Err(err) => {
                 let mut rel: Vec<Seg> = Vec::new();
@@ -402,25 +625,135 @@ fn de<T: DeserializeOwned>(
                     }
                 }
                 let inner = err.into_inner().to_string();
-                let mut full: Vec<Seg> = path.to_vec();
-                full.extend(rel.iter().cloned());
-                diags.push(describe_serde_error(src, &full, what, &inner));
+                if let Some(rest) = inner.strip_prefix("missing field `") {
+                    let orig = original_path(&rel, &removed);
+                    let field = rest.split('`').next().unwrap_or("").to_string();
+                    if !orig.is_empty() {
+                        // A nested mapping (e.g. `archive`) lacks a key: report
+                        // it, unless it was removed for its type (reported).
+                        let mut key_path = orig.clone();
+                        key_path.push(Seg::Key(field));
+                        if !removed.contains(&key_path) {
+                            diags.push(describe_serde_error(src, path, &orig, what, &inner));
+                        }
+                        return None;
+                    }
+                    // Name every missing required key at once, then fill each
+                    // with a placeholder (recorded in `reported`, so `validate`
+                    // skips it) and go on, so the rest is still checked.
+                    let absent = absent_required::<T>(&value);
+                    let unreported: Vec<&str> = absent
+                        .iter()
+                        .map(|(k, _)| k.as_str())
+                        .filter(|k| !removed.contains(&vec![Seg::Key(k.to_string())]))
+                        .collect();
+                    match unreported.as_slice() {
+                        [] => {}
+                        [_] => diags.push(describe_serde_error(src, path, &orig, what, &inner)),
+                        keys => diags.push(src.diag(
+                            path,
+                            At::Key,
+                            format!("{what} is missing the required keys {}", and_list(keys)),
+                            Some(format!(
+                                "add {} to {what}",
+                                and_list(&keys.iter().map(|k| format!("{k}:")).collect::<Vec<_>>())
+                            )),
+                        )),
+                    }
+                    let Value::Mapping(m) = &mut value else {
+                        return None;
+                    };
+                    if !absent.iter().any(|(k, _)| *k == field) {
+                        return None;
+                    }
+                    for (k, placeholder) in absent {
+                        let mut full = path.to_vec();
+                        full.push(Seg::Key(k.clone()));
+                        reported.push(full);
+                        m.insert(Value::String(k), placeholder);
+                    }
+                    continue;
+                }
                 if let Some(rest) = inner.strip_prefix("unknown field `") {
                     // serde_path_to_error's path already ends at the unknown key.
                     let field = Seg::Key(rest.split('`').next().unwrap_or("").to_string());
                     if rel.last() != Some(&field) {
                         rel.push(field);
                     }
-                } else if inner.starts_with("missing field") || rel.is_empty() {
+                }
+                let orig = original_path(&rel, &removed);
+                diags.push(describe_serde_error(src, path, &orig, what, &inner));
+                if rel.is_empty() || !remove_at(&mut value, &rel) {
                     return None;
                 }
-                if !remove_at(&mut value, &rel) {
-                    return None;
-                }
+                let mut full = path.to_vec();
+                full.extend(orig.iter().cloned());
+                reported.push(full);
+                removed.push(orig);
             }
         }
     }
     None
+}
+
+/// The required keys of `T` (per its JSON Schema) that `value` lacks, each
+/// with a placeholder of its type (`""`, `{}`); none for a non-mapping.
+fn absent_required<T: JsonSchema>(value: &Value) -> Vec<(String, Value)> {
+    let Value::Mapping(m) = value else {
+        return Vec::new();
+    };
+    let schema = schemars::schema_for!(T);
+    let Some(required) = schema.get("required").and_then(|r| r.as_array()) else {
+        return Vec::new();
+    };
+    let props = schema.get("properties");
+    required
+        .iter()
+        .filter_map(|k| k.as_str())
+        .filter(|k| !m.contains_key(*k))
+        .filter_map(|k| {
+            let ty = props
+                .and_then(|p| p.get(k))
+                .and_then(|p| p.get("type"))
+                .and_then(|t| t.as_str());
+            let placeholder = match ty {
+                Some("string") => Value::String(String::new()),
+                Some("object") => Value::Mapping(serde_yaml::Mapping::new()),
+                Some("array") => Value::Sequence(Vec::new()),
+                _ => return None,
+            };
+            Some((k.to_string(), placeholder))
+        })
+        .collect()
+}
+
+/// A path into the value after some nodes were removed → the same node's
+/// path in the original value (list items after a removed one moved up).
+fn original_path(rel: &[Seg], removed: &[Vec<Seg>]) -> Vec<Seg> {
+    let mut out: Vec<Seg> = Vec::new();
+    for seg in rel {
+        match seg {
+            Seg::Index(i) => {
+                let mut gone: Vec<usize> = removed
+                    .iter()
+                    .filter_map(|r| match r.split_last() {
+                        Some((Seg::Index(j), parent)) if parent == out.as_slice() => Some(*j),
+                        _ => None,
+                    })
+                    .collect();
+                gone.sort_unstable();
+                let mut orig = *i;
+                for j in gone {
+                    if j <= orig {
+                        orig += 1;
+                    }
+                }
+                out.push(Seg::Index(orig));
+            }
+            key => out.push(key.clone()),
+        }
+    }
+    out
 }
 
 /// Remove the node at `path` inside `value`; false when there is none.
@@ -450,176 +783,6 @@ fn remove_at(value: &mut Value, path: &[Seg]) -> bool {
     }
 }
 
-/// Turn serde's message into ours: say which key, what is wrong, what is right.
-fn describe_serde_error(src: &SourceFile, path: &[Seg], what: &str, msg: &str) -> Diagnostic {
-    let key_name = match path.last() {
-        Some(Seg::Key(k)) => format!("`{k}`"),
-        Some(Seg::Index(i)) => format!("item #{}", i + 1),
-        None => what.to_string(),
-    };
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        let field = rest.split('`').next().unwrap_or("");
-        let expected = expected_list(msg);
-        let mut kpath = path.to_vec();
-        if kpath.last() != Some(&Seg::Key(field.to_string())) {
-            kpath.push(Seg::Key(field.to_string()));
-        }
-        let exp: Vec<&str> = expected.iter().map(String::as_str).collect();
-        return src.diag(
-            &kpath,
-            At::Key,
-            format!("unknown key `{field}` in {what}"),
-            Some(format!(
-                "expected one of {}{}",
-                list(&exp),
-                suggest(field, &exp)
-            )),
-        );
-    }
-    if let Some(rest) = msg.strip_prefix("missing field `") {
-        let field = rest.split('`').next().unwrap_or("");
-        return src.diag(
-            path,
-            At::Key,
-            format!("{what} is missing the required key `{field}`"),
-            Some(format!("add `{field}:` to {what}{}", field_hint(field))),
-        );
-    }
-    if let Some(rest) = msg.strip_prefix("unknown variant `") {
-        let variant = rest.split('`').next().unwrap_or("");
-        let expected = expected_list(msg);
-        let exp: Vec<&str> = expected.iter().map(String::as_str).collect();
-        return src.diag(
-            path,
-            At::Value,
-            format!("{key_name} of {what} has an unknown value `{variant}`"),
-            Some(format!(
-                "use one of {}{}",
-                list(&exp),
-                suggest(variant, &exp)
-            )),
-        );
-    }
-    if msg.starts_with("invalid type") {
-        let found = msg
-            .strip_prefix("invalid type: ")
-            .and_then(|r| r.split(", expected").next())
-            .unwrap_or("a value");
-        let expected = msg.split(", expected ").nth(1).unwrap_or("another type");
-        return src.diag(
-            path,
-            At::Value,
-            format!(
-                "{key_name} of {what} has the wrong type: found {found}, expected {}",
-                plain_expected(expected)
-            ),
-            Some(format!(
-                "write {key_name} as {}{}",
-                plain_expected(expected),
-                field_hint(last_key(path))
-            )),
-        );
-    }
-    src.diag(
-        path,
-        At::Value,
-        format!("{key_name} of {what}: {msg}"),
-        None,
-    )
-}
-
-fn last_key(path: &[Seg]) -> &str {
-    match path.last() {
-        Some(Seg::Key(k)) => k,
-        _ => "",
-    }
-}
-
-/// A short example for keys whose format is not obvious.
-fn field_hint(field: &str) -> String {
-    match field {
-        "keep" | "min_keep" | "max_keep" => ", e.g. `365 days`".into(),
-        "version" => ": `version: 1`".into(),
-        "table" => ", e.g. `app.conversations`".into(),
-        "time" => ", naming a timestamptz column, e.g. `created_at`".into(),
-        "reason" => ", e.g. `\"litigation hold 2026-14\"`".into(),
-        "description" => ", a sentence saying what the data is".into(),
-        "until" => ", a date `YYYY-MM-DD`".into(),
-        _ => String::new(),
-    }
-}
-
-/// serde's "expected a string" → "a string"; "expected u32" → "a whole number".
-fn plain_expected(expected: &str) -> String {
-    match expected.trim() {
-        "u32" | "u64" | "i64" => "a whole number".into(),
-        "a boolean" => "`true` or `false`".into(),
-        "a sequence" => "a list".into(),
-        "a map" => "a mapping".into(),
-        "struct DatasetSpec" | "struct OverrideSpec" | "struct HoldSpec" | "struct ArchiveSpec" => {
-            "a mapping of keys".into()
-        }
-        other => other.to_string(),
-    }
-}
-
-fn expected_list(msg: &str) -> Vec<String> {
-    let Some(rest) = msg
-        .split("expected one of ")
-        .nth(1)
-        .or_else(|| msg.split("expected ").nth(1))
-    else {
-        return Vec::new();
-    };
-    rest.split(", ")
-        .map(|s| s.trim().trim_matches('`').to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-/// serde_yaml's syntax message without its own " at line X column Y".
-fn yaml_message(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
-}
-
-fn list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// "; did you mean `keep`?" when a known name is a small edit away.
-pub(crate) fn suggest(word: &str, candidates: &[&str]) -> String {
-    let best = candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .min();
-    match best {
-        Some((d, c)) if d > 0 && d <= 2.max(word.len() / 3) => format!("; did you mean `{c}`?"),
-        _ => String::new(),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// The structure the schema is derived from; used by tests to keep
 /// `TOP_LEVEL_KEYS` honest.
 pub fn top_level_schema_keys() -> Vec<String> {
@@ -642,11 +805,5 @@ mod tests {
         let mut b: Vec<String> = TOP_LEVEL_KEYS.iter().map(|s| s.to_string()).collect();
         b.sort();
         assert_eq!(a, b);
-    }
-
-    #[test]
-    fn suggests_close_names() {
-        assert_eq!(suggest("kep", &["keep", "time"]), "; did you mean `keep`?");
-        assert_eq!(suggest("zzzzzz", &["keep", "time"]), "");
     }
 }

@@ -9,6 +9,10 @@
 use std::collections::HashMap;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+
+/// Containers nested deeper than this are not indexed (a policy never nests
+/// more than a few levels; this keeps pathological input linear).
+const MAX_DEPTH: usize = 64;
 use yaml_rust2::scanner::Marker;
 
 /// A 1-based line and column in a file.
@@ -68,13 +72,40 @@ impl IntoSeg for Seg {
     }
 }
 
-/// Positions of keys and values by path.
-#[derive(Debug, Default)]
+/// Positions of keys and values, as a tree shaped like the document.
+#[derive(Debug)]
 pub struct PositionIndex {
-    /// Position of the key naming the node (for sequence items: the item).
-    keys: HashMap<Path, Pos>,
-    /// Position of the node's value.
-    values: HashMap<Path, Pos>,
+    /// `nodes[0]` is the document root.
+    nodes: Vec<Node>,
+}
+
+impl Default for PositionIndex {
+    fn default() -> Self {
+        PositionIndex {
+            nodes: vec![Node::default()],
+        }
+    }
+}
+
+/// One node of the document.
+#[derive(Debug, Default)]
+struct Node {
+    /// Where the key naming the node is (for sequence items: the item).
+    key: Option<Pos>,
+    /// Where the node's value is.
+    value: Option<Pos>,
+    /// Where its key is written a second time in the same mapping.
+    duplicate: Option<Pos>,
+    /// Mapping entries by key, or sequence items in order.
+    children: Children,
+}
+
+#[derive(Debug, Default)]
+enum Children {
+    #[default]
+    None,
+    Map(HashMap<String, usize>),
+    Seq(Vec<usize>),
 }
 
 impl PositionIndex {
@@ -82,40 +113,73 @@ impl PositionIndex {
     pub fn build(source: &str) -> PositionIndex {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(source);
-        if parser.load(&mut builder, false).is_err() {
-            // Keep whatever was indexed before the error.
+        // Pull events one by one rather than `Parser::load`, which recurses
+        // once per nesting level and so overflows the stack on deeply nested
+        // input. Stop at the first error, keeping what was indexed before it.
+        while let Ok((ev, mark)) = parser.next_token() {
+            if matches!(ev, Event::StreamEnd) {
+                break;
+            }
+            builder.on_event(ev, mark);
         }
         builder.index
     }
 
+    /// The nodes along `path`, as far as it exists: `[root, …, deepest]`.
+    fn walk(&self, path: &[Seg]) -> Vec<usize> {
+        let mut found = vec![0];
+        let mut at = 0;
+        for seg in path {
+            let next = match (&self.nodes[at].children, seg) {
+                (Children::Map(m), Seg::Key(k)) => m.get(k).copied(),
+                (Children::Seq(items), Seg::Index(i)) => items.get(*i).copied(),
+                _ => None,
+            };
+            match next {
+                Some(n) => {
+                    found.push(n);
+                    at = n;
+                }
+                None => break,
+            }
+        }
+        found
+    }
+
+    /// The node at exactly `path`.
+    fn exact(&self, path: &[Seg]) -> Option<&Node> {
+        let found = self.walk(path);
+        (found.len() == path.len() + 1).then(|| &self.nodes[found[path.len()]])
+    }
+
+    /// Where a key of the mapping at `path` is written a second time, if it
+    /// is: `(first, second)` positions of the key.
+    pub fn duplicate(&self, path: &[Seg]) -> Option<(Pos, Pos)> {
+        let node = self.exact(path)?;
+        Some((node.key?, node.duplicate?))
+    }
+
     /// Where the key of `path` is written (falls back to the nearest ancestor).
     pub fn key(&self, path: &[Seg]) -> Pos {
-        self.lookup(&self.keys, path)
+        self.walk(path)
+            .iter()
+            .rev()
+            .find_map(|&n| self.nodes[n].key.or(self.nodes[n].value))
+            .unwrap_or(Pos { line: 1, col: 1 })
     }
 
     /// Where the value of `path` is written (falls back to its key, then the
     /// nearest ancestor).
     pub fn value(&self, path: &[Seg]) -> Pos {
-        if let Some(p) = self.values.get(path) {
-            return *p;
+        match self.exact(path).and_then(|n| n.value) {
+            Some(p) => p,
+            None => self.key(path),
         }
-        self.key(path)
     }
 
-    fn lookup(&self, map: &HashMap<Path, Pos>, path: &[Seg]) -> Pos {
-        let mut len = path.len();
-        loop {
-            if let Some(p) = map.get(&path[..len]) {
-                return *p;
-            }
-            if let Some(p) = self.values.get(&path[..len]) {
-                return *p;
-            }
-            if len == 0 {
-                return Pos { line: 1, col: 1 };
-            }
-            len -= 1;
-        }
+    fn add(&mut self, node: Node) -> usize {
+        self.nodes.push(node);
+        self.nodes.len() - 1
     }
 }
 
@@ -124,15 +188,18 @@ impl PositionIndex {
 enum Frame {
     /// A mapping: `pending` holds the key just read, waiting for its value.
     Map { pending: Option<(String, Pos)> },
-    /// A sequence: the index of the next item.
-    Seq { next: usize },
+    /// A sequence.
+    Seq,
 }
 
 #[derive(Default)]
 struct Builder {
     index: PositionIndex,
-    stack: Vec<Frame>,
-    path: Path,
+    /// Open containers: their frame and node (`None`: not indexed, e.g. a
+    /// container used as a mapping key).
+    stack: Vec<(Frame, Option<usize>)>,
+    /// Containers open below `MAX_DEPTH`, not indexed.
+    too_deep: usize,
 }
 
 impl Builder {
@@ -145,36 +212,75 @@ impl Builder {
     }
 
     /// A node (scalar or container start) was read at `pos`. Returns the
-    /// path of the node, if it is a value (not a mapping key).
-    fn node(&mut self, pos: Pos, scalar: Option<&str>) -> Option<Path> {
-        match self.stack.last_mut() {
-            None => {
-                self.index.values.insert(Vec::new(), pos);
-                Some(Vec::new())
+    /// node, if it is a value (not a mapping key) that is indexed.
+    fn node(&mut self, pos: Pos, scalar: Option<&str>) -> Option<usize> {
+        let Some((frame, parent)) = self.stack.last_mut() else {
+            let root = &mut self.index.nodes[0];
+            root.value = Some(pos);
+            return Some(0);
+        };
+        let parent = *parent;
+        match frame {
+            Frame::Seq => {
+                let parent = parent?;
+                let n = self.index.add(Node {
+                    key: Some(pos),
+                    value: Some(pos),
+                    ..Node::default()
+                });
+                match &mut self.index.nodes[parent].children {
+                    Children::Seq(items) => items.push(n),
+                    other => *other = Children::Seq(vec![n]),
+                }
+                Some(n)
             }
-            Some(Frame::Seq { next }) => {
-                let mut p = self.path.clone();
-                p.push(Seg::Index(*next));
-                *next += 1;
-                self.index.keys.insert(p.clone(), pos);
-                self.index.values.insert(p.clone(), pos);
-                Some(p)
-            }
-            Some(Frame::Map { pending }) => match pending.take() {
+            Frame::Map { pending } => match pending.take() {
                 None => {
                     // This node is a key. Complex (non-scalar) keys are not
                     // indexed; they are rejected by the parser anyway.
                     *pending = Some((scalar.unwrap_or("").to_string(), pos));
+                    // A block mapping's start mark is where the parser first
+                    // saw its `:`; its first key is where it really starts
+                    // (this matters for list items: `- reason: …`).
+                    if let Some(parent) = parent {
+                        let node = &mut self.index.nodes[parent];
+                        for p in [&mut node.key, &mut node.value].into_iter().flatten() {
+                            if (pos.line, pos.col) < (p.line, p.col) {
+                                *p = pos;
+                            }
+                        }
+                    }
                     None
                 }
                 Some((key, key_pos)) => {
-                    let mut p = self.path.clone();
-                    p.push(Seg::Key(key));
+                    let parent = parent?;
+                    let existing = match &self.index.nodes[parent].children {
+                        Children::Map(m) => m.get(&key).copied(),
+                        _ => None,
+                    };
                     // First occurrence wins: duplicate keys are an error the
-                    // deserializer reports.
-                    self.index.keys.entry(p.clone()).or_insert(key_pos);
-                    self.index.values.entry(p.clone()).or_insert(pos);
-                    Some(p)
+                    // deserializer reports; remember where the second is.
+                    if let Some(n) = existing {
+                        let node = &mut self.index.nodes[n];
+                        node.duplicate.get_or_insert(key_pos);
+                        return Some(n);
+                    }
+                    // `key:` with nothing after it: the parser places the
+                    // empty value at the next token, often lines below;
+                    // the key is where the user has to look.
+                    let empty = matches!(scalar, Some("" | "~")) && pos.line > key_pos.line;
+                    let n = self.index.add(Node {
+                        key: Some(key_pos),
+                        value: Some(if empty { key_pos } else { pos }),
+                        ..Node::default()
+                    });
+                    match &mut self.index.nodes[parent].children {
+                        Children::Map(m) => {
+                            m.insert(key, n);
+                        }
+                        other => *other = Children::Map(HashMap::from([(key, n)])),
+                    }
+                    Some(n)
                 }
             },
         }
@@ -184,6 +290,17 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = Self::pos(mark);
+        if self.too_deep > 0 || self.stack.len() >= MAX_DEPTH {
+            match ev {
+                Event::MappingStart(..) | Event::SequenceStart(..) => self.too_deep += 1,
+                Event::MappingEnd | Event::SequenceEnd if self.too_deep > 0 => self.too_deep -= 1,
+                Event::MappingEnd | Event::SequenceEnd => {
+                    self.stack.pop();
+                }
+                _ => {}
+            }
+            return;
+        }
         match ev {
             Event::Scalar(ref value, ..) => {
                 self.node(pos, Some(value));
@@ -193,21 +310,18 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let is_map = matches!(ev, Event::MappingStart(..));
-                match self.node(pos, None) {
-                    Some(p) => self.path = p,
-                    // A container used as a mapping key: index its contents
-                    // under a placeholder path nobody looks up.
-                    None => self.path.push(Seg::Key(String::new())),
-                }
-                self.stack.push(if is_map {
+                // `None` for a container used as a mapping key: its
+                // contents are not indexed.
+                let n = self.node(pos, None);
+                let frame = if is_map {
                     Frame::Map { pending: None }
                 } else {
-                    Frame::Seq { next: 0 }
-                });
+                    Frame::Seq
+                };
+                self.stack.push((frame, n));
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
-                self.path.pop();
             }
             _ => {}
         }
@@ -244,5 +358,24 @@ mod tests {
             idx.key(&ypath!["datasets", "a", "nope"]),
             Pos { line: 3, col: 3 }
         );
+    }
+
+    #[test]
+    fn points_items_at_their_first_key_and_empty_values_at_their_key() {
+        let src = "holds:\n  - tenant: x\n    reason: r\nkeep:\nnext: 1\n";
+        let idx = PositionIndex::build(src);
+        assert_eq!(idx.key(&ypath!["holds", 0]), Pos { line: 2, col: 5 });
+        assert_eq!(idx.value(&ypath!["keep"]), Pos { line: 4, col: 1 });
+    }
+
+    #[test]
+    fn records_duplicate_keys() {
+        let src = "a:\n  k: 1\n  j: 2\n  k: 3\n";
+        let idx = PositionIndex::build(src);
+        assert_eq!(
+            idx.duplicate(&ypath!["a", "k"]),
+            Some((Pos { line: 2, col: 3 }, Pos { line: 4, col: 3 }))
+        );
+        assert_eq!(idx.duplicate(&ypath!["a", "j"]), None);
     }
 }

@@ -11,8 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A duration: a whole number and a unit, e.g. `365 days`, `1 year`, `12 hours`.
+/// (Zero is not a duration: the number has a non-zero digit.)
 pub const DURATION_PATTERN: &str =
-    r"^\s*[0-9]+\s+(hour|hours|day|days|week|weeks|month|months|year|years)\s*$";
+    r"^\s*0*[1-9][0-9]*\s+(hour|hours|day|days|week|weeks|month|months|year|years)\s*$";
 
 /// One policy file. Every `*.yaml` file of the policy directory has this shape;
 /// together they form one policy.
@@ -21,6 +22,7 @@ pub const DURATION_PATTERN: &str =
 #[schemars(title = "pgretain policy file")]
 pub struct PolicyFile {
     /// The policy language version. Always `1`.
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// When enforcement of this file's datasets runs: a pg_cron schedule in
     /// GMT (five cron fields, or `N seconds`). Default: daily at 03:30.
@@ -32,6 +34,7 @@ pub struct PolicyFile {
     pub environments: Option<Vec<String>>,
     /// The datasets, by name (`[a-z][a-z0-9_]*`, unique across all files).
     #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": "^[a-z][a-z0-9_]{0,39}$" }))]
     pub datasets: IndexMap<String, DatasetSpec>,
     /// Policy-level retention settings for environments and tenants.
     #[serde(default)]
@@ -155,6 +158,7 @@ pub struct OverrideSpec {
     #[serde(default)]
     pub environment: Option<String>,
     /// Dataset name → retention.
+    #[schemars(extend("additionalProperties" = { "type": "string", "pattern": DURATION_PATTERN }))]
     pub keep: IndexMap<String, String>,
     /// Why (shown in reports).
     #[serde(default)]

@@ -166,6 +166,15 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         }
     }
     let env_list: Vec<String> = environments.map(|(e, _)| e).unwrap_or_default();
+    // An invalid `environments` (reported) leaves the allowed names unknown;
+    // an invalid `datasets` leaves some dataset names unknown. Checking
+    // references against them would only repeat that error.
+    let envs_known = !files.iter().any(|f| f.environments_invalid);
+    let datasets_known = !files.iter().any(|f| f.datasets_invalid);
+    let env_check = Envs {
+        list: &env_list,
+        known: envs_known,
+    };
 
     // Datasets, unique across files.
     let mut found: Vec<Found> = Vec::new();
@@ -216,6 +225,8 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         }
     }
     let all_names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+    // The help for an unknown dataset name, by name: a typo tends to repeat.
+    let mut help_memo: BTreeMap<String, String> = BTreeMap::new();
 
     // Overrides.
     let mut overrides: Vec<Override> = Vec::new();
@@ -225,7 +236,11 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         for (i, o) in &f.overrides {
             let base = ypath!["overrides", *i];
             let what = format!("override #{}", i + 1);
-            if o.tenant.is_none() && o.environment.is_none() {
+            // A key of this override had an error while parsing (e.g. a
+            // tenant of the wrong type): check what is left, but nothing
+            // that depends on what it would have said.
+            let damaged = f.reported_under(&base);
+            if o.tenant.is_none() && o.environment.is_none() && !damaged {
                 cx.err(&f.src, &base, At::Key, format!("{what} names neither a tenant nor an environment"), "add `tenant:`, `environment:` or both; to change a dataset's default, edit its `keep`");
                 continue;
             }
@@ -246,11 +261,11 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                     &f.src,
                     &ypath!["overrides", *i, "environment"],
                     e,
-                    &env_list,
+                    &env_check,
                     &what,
                 );
             }
-            if o.keep.is_empty() {
+            if o.keep.is_empty() && !f.was_reported(&ypath!["overrides", *i, "keep"]) {
                 cx.err(
                     &f.src,
                     &ypath!["overrides", *i, "keep"],
@@ -262,21 +277,17 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
             for (ds_name, text) in &o.keep {
                 let kpath = ypath!["overrides", *i, "keep", ds_name];
                 let Some(&idx) = by_name.get(ds_name) else {
-                    cx.err(
-                        &f.src,
-                        &kpath,
-                        At::Key,
-                        format!("{what} names unknown dataset `{ds_name}`"),
-                        &format!(
-                            "name a dataset defined in the policy: {}{}",
-                            all_names
-                                .iter()
-                                .map(|n| format!("`{n}`"))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            suggest(ds_name, &all_names)
-                        ),
-                    );
+                    if datasets_known {
+                        cx.err(
+                            &f.src,
+                            &kpath,
+                            At::Key,
+                            format!("{what} names unknown dataset `{ds_name}`"),
+                            help_memo
+                                .entry(ds_name.clone())
+                                .or_insert_with(|| known_datasets_help(ds_name, &all_names)),
+                        );
+                    }
                     continue;
                 };
                 let Some(keep) = cx.duration(
@@ -290,6 +301,9 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                 let Some(ds) = &found[idx].model else {
                     continue;
                 };
+                if damaged {
+                    continue;
+                }
                 if o.tenant.is_some() && ds.tenant.is_none() {
                     cx.err(&f.src, &kpath, At::Key, format!("{what} sets a tenant retention for dataset `{ds_name}`, which has no `tenant` column"), &format!("add `tenant: <column>` to dataset `{ds_name}`, or remove it from this override"));
                     continue;
@@ -343,7 +357,9 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         for (i, h) in &f.holds {
             let what = format!("hold #{}", i + 1);
             let mut ok = true;
-            if h.reason.trim().is_empty() {
+            if f.was_reported(&ypath!["holds", *i, "reason"]) {
+                ok = false;
+            } else if h.reason.trim().is_empty() {
                 cx.err(
                     &f.src,
                     &ypath!["holds", *i, "reason"],
@@ -355,11 +371,27 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
             }
             if let Some(u) = &h.until {
                 if chrono::NaiveDate::parse_from_str(u.trim(), "%Y-%m-%d").is_err() {
+                    let shaped = {
+                        let b = u.trim().as_bytes();
+                        b.len() == 10
+                            && b.iter().enumerate().all(|(i, c)| {
+                                if i == 4 || i == 7 {
+                                    *c == b'-'
+                                } else {
+                                    c.is_ascii_digit()
+                                }
+                            })
+                    };
+                    let why = if shaped {
+                        "is not a day of the calendar"
+                    } else {
+                        "is not a date written `YYYY-MM-DD`"
+                    };
                     cx.err(
                         &f.src,
                         &ypath!["holds", *i, "until"],
                         At::Value,
-                        format!("{what}: `until` `{u}` is not a valid date"),
+                        format!("{what}: `until` `{u}` {why}"),
                         "write the last day of the hold as `YYYY-MM-DD`, e.g. `until: 2027-06-30`",
                     );
                     ok = false;
@@ -383,7 +415,7 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                     &f.src,
                     &ypath!["holds", *i, "environment"],
                     e,
-                    &env_list,
+                    &env_check,
                     &what,
                 );
             }
@@ -408,16 +440,17 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                         let p = ypath!["holds", *i, "datasets", j];
                         match by_name.get(n) {
                             None => {
-                                cx.err(
-                                    &f.src,
-                                    &p,
-                                    At::Value,
-                                    format!("{what} names unknown dataset `{n}`"),
-                                    &format!(
-                                        "name a dataset defined in the policy{}",
-                                        suggest(n, &all_names)
-                                    ),
-                                );
+                                if datasets_known {
+                                    cx.err(
+                                        &f.src,
+                                        &p,
+                                        At::Value,
+                                        format!("{what} names unknown dataset `{n}`"),
+                                        help_memo
+                                            .entry(n.clone())
+                                            .or_insert_with(|| known_datasets_help(n, &all_names)),
+                                    );
+                                }
                                 ok = false;
                             }
                             Some(&idx) => {
@@ -485,28 +518,35 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
     }
 }
 
+/// The declared environments, and whether they could be read.
+struct Envs<'a> {
+    list: &'a [String],
+    known: bool,
+}
+
 fn check_env(
     cx: &mut Ctx,
     src: &SourceFile,
     path: &[Seg],
     e: &str,
-    envs: &[String],
+    envs: &Envs,
     what: &str,
 ) -> bool {
+    if !envs.known {
+        return false;
+    }
+    let envs = envs.list;
     if envs.iter().any(|x| x == e) {
         return true;
     }
     let help = if envs.is_empty() {
-        "declare the environments first, e.g. `environments: [draft, live]`, then name one of them".to_string()
+        "declare the environments first, e.g. `environments: [draft, live]`, then name one of them"
+            .to_string()
     } else {
         let list: Vec<&str> = envs.iter().map(String::as_str).collect();
         format!(
-            "use one of the declared environments: {}{}",
-            list.iter()
-                .map(|e| format!("`{e}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            suggest(e, &list)
+            "use one of the declared environments: {}",
+            choices(e, &list)
         )
     };
     cx.err(
@@ -517,6 +557,36 @@ fn check_env(
         &help,
     );
     false
+}
+
+/// "name a dataset defined in the policy: `a`, `b`; did you mean `a`?"
+fn known_datasets_help(name: &str, all: &[&str]) -> String {
+    if all.is_empty() {
+        return "define the dataset under `datasets:` first; the policy defines none".into();
+    }
+    format!(
+        "name a dataset defined in the policy: {}",
+        choices(name, all)
+    )
+}
+
+/// "`a`, `b`; did you mean `a`?" (no question when there is one choice).
+fn choices(word: &str, names: &[&str]) -> String {
+    const SHOWN: usize = 12;
+    let mut listed = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        listed.push_str(&format!(", … ({} in all)", names.len()));
+    }
+    if names.len() > 1 {
+        format!("{listed}{}", suggest(word, names))
+    } else {
+        listed
+    }
 }
 
 /// `Some(why)` when `keep` lies outside the dataset's [min_keep, max_keep].
@@ -563,9 +633,33 @@ fn dataset(
             .chars()
             .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'));
     if !name_ok {
-        cx.err(src, &ypath!["datasets", name], At::Key, format!("dataset name `{name}` is not valid"), &format!("use `[a-z][a-z0-9_]*`, at most {MAX_DATASET_NAME} characters, e.g. `conversations`"));
+        let mut example: String = name
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(MAX_DATASET_NAME)
+            .collect();
+        if !matches!(example.chars().next(), Some('a'..='z')) {
+            example = "conversations".into();
+        }
+        let why = if name.len() > MAX_DATASET_NAME {
+            format!("is longer than {MAX_DATASET_NAME} characters")
+        } else {
+            "is not lowercase letters, digits and `_` starting with a letter".into()
+        };
+        cx.err(
+            src,
+            &ypath!["datasets", name],
+            At::Key,
+            format!("dataset name `{name}` {why}"),
+            &format!(
+                "use `[a-z][a-z0-9_]*`, at most {MAX_DATASET_NAME} characters, e.g. `{example}`"
+            ),
+        );
     }
-    if s.description.trim().is_empty() {
+    // Keys whose error was reported while parsing (missing, wrong type).
+    let reported = |k: &str| f.was_reported(&p(k));
+    if s.description.trim().is_empty() && !reported("description") {
         cx.err(
             src,
             &p("description"),
@@ -577,6 +671,20 @@ fn dataset(
 
     // Table.
     let (schema, table) = match s.table.split_once('.') {
+        _ if reported("table") => (String::new(), String::new()),
+        None if is_ident(&s.table) => {
+            cx.err(
+                src,
+                &p("table"),
+                At::Value,
+                format!("{what}: `table` `{}` names no schema", s.table),
+                &format!(
+                    "write `schema.table`, e.g. `app.{}`; pgretain never relies on the search path",
+                    s.table
+                ),
+            );
+            (String::new(), String::new())
+        }
         Some((a, b)) if is_ident(a) && is_ident(b) => {
             if RESERVED_SCHEMAS.contains(&a) || a.starts_with("pg_") {
                 cx.err(
@@ -671,23 +779,26 @@ fn dataset(
             );
             return false;
         }
-        if s.columns.is_some() && !declared.contains(&col) {
+        // (An empty `columns` is reported once, not once per column named.)
+        if s.columns.is_some() && !declared.is_empty() && !declared.contains(&col) {
             cx.err(
                 src,
                 &p(key),
                 At::Value,
                 format!("{what}: `{key}` names column `{col}`, which is not in `columns`"),
                 &format!(
-                    "name one of the declared columns{}",
-                    suggest(col, &declared)
+                    "name one of the declared columns: {}",
+                    choices(col, &declared)
                 ),
             );
             return false;
         }
         true
     };
-    if check_col(cx, "time", &s.time) {
+    let mut time_ok = !reported("time") && check_col(cx, "time", &s.time);
+    if time_ok {
         if let Some(ty) = col_type(&s.time) {
+            time_ok = ty.is_timestamptz() && ty.not_null;
             if !ty.is_timestamptz() {
                 let why = if ty.is_temporal() {
                     format!("is `{}`, not `timestamptz`", ty.sql_type)
@@ -706,13 +817,18 @@ fn dataset(
         ("erase_by", &s.erase_by),
     ] {
         if let Some(col) = val {
-            if check_col(cx, key, col) && col == &s.time {
+            if check_col(cx, key, col) && time_ok && col == &s.time {
+                let holds = match key {
+                    "tenant" => "the tenant (e.g. `bot_id`)",
+                    "environment" => "the environment (e.g. `environment`)",
+                    _ => "the key `pgretain erase` removes rows by (e.g. `conversation_id`)",
+                };
                 cx.err(
                     src,
                     &p(key),
                     At::Value,
                     format!("{what}: `{key}` names the time column `{col}`"),
-                    &format!("name the column that holds the {key}"),
+                    &format!("name the column that holds {holds}"),
                 );
             }
         }
@@ -723,7 +839,11 @@ fn dataset(
     }
 
     // Retention.
-    let keep = cx.duration(src, &p("keep"), &s.keep, &format!("{what}: `keep`"));
+    let keep = if reported("keep") {
+        None
+    } else {
+        cx.duration(src, &p("keep"), &s.keep, &format!("{what}: `keep`"))
+    };
     let min_keep = s
         .min_keep
         .as_ref()
@@ -746,10 +866,13 @@ fn dataset(
     if (s.min_keep.is_some() || s.max_keep.is_some())
         && s.tenant.is_none()
         && s.environment.is_none()
+        && !reported("tenant")
+        && !reported("environment")
     {
         cx.err(src, &p(if s.min_keep.is_some() { "min_keep" } else { "max_keep" }), At::Key, format!("{what} sets bounds but has neither a `tenant` nor an `environment` column, so nothing can vary its retention"), "declare `tenant:` (for per-tenant settings) or remove `min_keep` / `max_keep`");
     }
-    if let Some(k) = keep {
+    let bounds_ok = !matches!((min_keep, max_keep), (Some(a), Some(b)) if a > b);
+    if let (Some(k), true) = (keep, bounds_ok) {
         let tmp = Dataset {
             min_keep,
             max_keep,
@@ -769,6 +892,8 @@ fn dataset(
     // Expiry.
     let on_expiry = s.on_expiry.unwrap_or(OnExpiry::Delete);
     let archive = match (&s.archive, on_expiry) {
+        // One of the two had an error already: their pairing is unknown.
+        _ if reported("on_expiry") || reported("archive") => None,
         (Some(_), OnExpiry::Delete) => {
             cx.err(
                 src,
@@ -835,16 +960,29 @@ fn dataset(
                 );
                 continue;
             }
-            if s.columns.is_some() && !declared.contains(&col.as_str()) {
+            if s.columns.is_some() && !declared.is_empty() && !declared.contains(&col.as_str()) {
                 cx.err(
                     src,
                     &spath,
                     At::Key,
                     format!("{what}: sensitive column `{col}` is not in `columns`"),
-                    &format!(
-                        "name a declared json or jsonb column{}",
-                        suggest(col, &declared)
-                    ),
+                    &{
+                        let json: Vec<&str> = columns
+                            .iter()
+                            .flatten()
+                            .filter(|c| c.ty.is_json())
+                            .map(|c| c.name.as_str())
+                            .collect();
+                        if json.is_empty() {
+                            "name a declared json or jsonb column; this dataset declares none"
+                                .to_string()
+                        } else {
+                            format!(
+                                "name a declared json or jsonb column: {}",
+                                choices(col, &json)
+                            )
+                        }
+                    },
                 );
                 continue;
             }
@@ -878,7 +1016,7 @@ fn dataset(
         }
     }
 
-    if cx.diags.len() > before {
+    if cx.diags.len() > before || f.reported_under(&ypath!["datasets", name]) {
         return None;
     }
     let keep = keep?;
