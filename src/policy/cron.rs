@@ -1,5 +1,5 @@
 //! pg_cron schedules: the five-field cron syntax pg_cron 1.4 accepts (GMT),
-//! its `@daily`-style macros, and its `N seconds` interval jobs.
+//! and its `@daily`-style macros. (`N seconds` needs pg_cron 1.5 and is refused.)
 //!
 //! pg_cron has its own dialect (Vixie cron's fields, no seconds field), so
 //! no general-purpose cron crate matches it; this is the small subset a
@@ -48,10 +48,10 @@ pub fn validate(schedule: &str) -> Result<(), String> {
     }
     let parts: Vec<&str> = s.split_whitespace().collect();
     if parts.len() == 2 && (parts[1] == "seconds" || parts[1] == "second") {
-        return match parts[0].parse::<u32>() {
-            Ok(n) if (1..=59).contains(&n) => Ok(()),
-            _ => Err("runs every N seconds only for N from 1 to 59".into()),
-        };
+        // pg_cron 1.4 (Debian's postgresql-15-cron, SPEC §6) rejects
+        // interval schedules ("invalid schedule: 10 seconds"); they arrived
+        // in pg_cron 1.5. Refuse here rather than fail at apply.
+        return Err("is an interval schedule, which pg_cron 1.4 does not support; use a five-field cron expression such as `* * * * *` (every minute)".into());
     }
     if parts.len() == 1 {
         let word = parts[0].to_ascii_lowercase();
@@ -138,7 +138,6 @@ mod tests {
             "0 0 1,15 * mon-fri",
             "0 12 * jan-mar 0",
             "@daily",
-            "10 seconds",
             "0-59/10 1-5 * * 7",
         ] {
             assert_eq!(validate(s), Ok(()), "{s}");
@@ -161,6 +160,7 @@ mod tests {
             "30 3 * * * *",
             "@sometimes",
             "90 seconds",
+            "10 seconds",
         ] {
             assert!(validate(s).is_err(), "{s}");
         }

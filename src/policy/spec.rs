@@ -25,7 +25,7 @@ pub struct PolicyFile {
     #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// When enforcement of this file's datasets runs: a pg_cron schedule in
-    /// GMT (five cron fields, or `N seconds`). Default: daily at 03:30.
+    /// GMT (five cron fields or an `@daily`-style macro). Default: daily at 03:30.
     #[serde(default)]
     pub schedule: Option<String>,
     /// The allowed values of the environment column (e.g. `[draft, live]`).

@@ -28,6 +28,23 @@ const RESERVED_SCHEMAS: &[&str] = &[
 /// The column pgretain adds to `changes_apply_to: new_rows` tables.
 pub const STAMP_COLUMN: &str = "retention_keep";
 
+/// Columns the archive table adds to the dataset's own.
+const ARCHIVE_COLUMNS: &[&str] = &["archived_at", "retention_deadline"];
+
+/// Longest table name: partition names add `_pYYYYMMDD` (10 bytes) within 63.
+const MAX_TABLE_NAME: usize = 50;
+
+/// `x_default` or `x_p20260101`: names pgretain gives partitions.
+fn looks_like_partition(table: &str) -> bool {
+    if table.ends_with("_default") {
+        return true;
+    }
+    match table.rsplit_once("_p") {
+        Some((_, digits)) => digits.len() == 8 && digits.chars().all(|c| c.is_ascii_digit()),
+        None => false,
+    }
+}
+
 /// Longest dataset name: generated object names are `enforce_<name>` etc.
 const MAX_DATASET_NAME: usize = 40;
 
@@ -504,6 +521,19 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         }
     }
 
+    // A policy that retains nothing is almost certainly a mistake (a wrong
+    // directory, an emptied file): say so rather than compile no rules.
+    if found.is_empty() && cx.diags.is_empty() {
+        if let Some(f) = files.first() {
+            let d = f.src.diag_at(
+                super::position::Pos { line: 1, col: 1 },
+                "the policy defines no dataset".into(),
+                Some("add a `datasets:` section with at least one dataset (see docs/policy-reference.md)".into()),
+            );
+            cx.push(d);
+        }
+    }
+
     let mut file_names: Vec<String> = files
         .iter()
         .map(|f| f.src.display.display().to_string())
@@ -591,13 +621,15 @@ fn choices(word: &str, names: &[&str]) -> String {
 
 /// `Some(why)` when `keep` lies outside the dataset's [min_keep, max_keep].
 fn bounds(ds: &Dataset, keep: Duration) -> Option<String> {
+    // Compare lengths only, as PostgreSQL does: `30 days` equals `1 month`
+    // and is within a `min_keep` of `1 month`, as the database's check agrees.
     if let Some(min) = ds.min_keep {
-        if keep < min {
+        if keep.pg_micros() < min.pg_micros() {
             return Some(format!("is below `min_keep` ({min})"));
         }
     }
     if let Some(max) = ds.max_keep {
-        if keep > max {
+        if keep.pg_micros() > max.pg_micros() {
             return Some(format!("is above `max_keep` ({max})"));
         }
     }
@@ -695,6 +727,26 @@ fn dataset(
                     "put the table in an application schema, e.g. `app.conversations`",
                 );
             }
+            // pgretain names the table's partitions `<table>_pYYYYMMDD` and
+            // `<table>_default`: keep those within PostgreSQL's 63-byte
+            // identifiers, and never let a table look like another's partition.
+            if b.len() > MAX_TABLE_NAME {
+                cx.err(
+                    src,
+                    &p("table"),
+                    At::Value,
+                    format!("{what}: table name `{b}` is longer than {MAX_TABLE_NAME} characters"),
+                    "shorten it: pgretain adds `_pYYYYMMDD` and `_default` for partition names, which PostgreSQL limits to 63 bytes",
+                );
+            } else if looks_like_partition(b) {
+                cx.err(
+                    src,
+                    &p("table"),
+                    At::Value,
+                    format!("{what}: table name `{b}` looks like the name of a pgretain partition"),
+                    "choose a name that does not end in `_default` or `_p` followed by eight digits",
+                );
+            }
             (a.to_string(), b.to_string())
         }
         _ => {
@@ -739,6 +791,10 @@ fn dataset(
             }
             if cname == STAMP_COLUMN {
                 cx.err(src, &cpath, At::Key, format!("{what}: column name `{STAMP_COLUMN}` is reserved for pgretain's retention stamp"), "rename the column");
+                continue;
+            }
+            if ARCHIVE_COLUMNS.contains(&cname.as_str()) && s.on_expiry == Some(OnExpiry::Archive) {
+                cx.err(src, &cpath, At::Key, format!("{what}: column name `{cname}` is reserved: the archive table adds it to every archived row"), "rename the column");
                 continue;
             }
             match columns::parse(def) {
@@ -853,7 +909,7 @@ fn dataset(
         .as_ref()
         .and_then(|t| cx.duration(src, &p("max_keep"), t, &format!("{what}: `max_keep`")));
     if let (Some(a), Some(b)) = (min_keep, max_keep) {
-        if a > b {
+        if a.pg_micros() > b.pg_micros() {
             cx.err(
                 src,
                 &p("min_keep"),
@@ -871,7 +927,8 @@ fn dataset(
     {
         cx.err(src, &p(if s.min_keep.is_some() { "min_keep" } else { "max_keep" }), At::Key, format!("{what} sets bounds but has neither a `tenant` nor an `environment` column, so nothing can vary its retention"), "declare `tenant:` (for per-tenant settings) or remove `min_keep` / `max_keep`");
     }
-    let bounds_ok = !matches!((min_keep, max_keep), (Some(a), Some(b)) if a > b);
+    let bounds_ok =
+        !matches!((min_keep, max_keep), (Some(a), Some(b)) if a.pg_micros() > b.pg_micros());
     if let (Some(k), true) = (keep, bounds_ok) {
         let tmp = Dataset {
             min_keep,
