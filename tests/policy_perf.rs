@@ -160,3 +160,40 @@ fn check_is_fast_when_every_override_is_wrong() {
         assert!(took < Duration::from_secs(2), "took {took:?}");
     }
 }
+
+/// Compiling the same big policy (500 datasets, 10,000 override entries)
+/// into a first migration: the "well under a second".
+#[test]
+#[ignore = "timing; run in release: cargo test --release --test policy_perf -- --ignored --nocapture"]
+fn compile_is_fast_on_a_big_policy() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_policy(tmp.path());
+    let mut best = Duration::MAX;
+    let mut size = 0;
+    for _ in 0..3 {
+        let out = tempfile::tempdir().expect("tempdir");
+        let t0 = Instant::now();
+        pgretain::compile::compile(&pgretain::compile::CompileOptions {
+            policy_dir: tmp.path().to_path_buf(),
+            generated_dir: out.path().to_path_buf(),
+            check: false,
+            allow_destructive: false,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        best = best.min(t0.elapsed());
+        size = std::fs::metadata(out.path().join("V1__init.sql"))
+            .expect("V1")
+            .len();
+    }
+    println!(
+        "pgretain compile: {DATASETS} datasets, {OVERRIDES} override entries: {best:?} (V1__init.sql {} KiB)",
+        size / 1024
+    );
+    if !cfg!(debug_assertions) {
+        assert!(
+            best < Duration::from_secs(1),
+            "compile took {best:?}, budget 1 s"
+        );
+    }
+}
