@@ -192,7 +192,8 @@ pub fn thousands(n: i64) -> String {
     }
 }
 
-fn plural(n: i64, word: &str) -> String {
+/// `1 row`, `1,204 rows`.
+pub fn plural(n: i64, word: &str) -> String {
     format!("{} {word}{}", thousands(n), if n == 1 { "" } else { "s" })
 }
 

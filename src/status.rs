@@ -20,6 +20,7 @@ use serde::{Serialize, Serializer};
 
 use crate::apply::job_name;
 use crate::db::{self, ctx, DbError};
+use crate::plan::{plural, thousands};
 use crate::render::ident;
 
 /// Version of the JSON shape (`format_version`); bumped on any incompatible change.
@@ -750,27 +751,6 @@ fn when(t: DateTime<Utc>) -> String {
 
 fn opt_when(t: Option<DateTime<Utc>>) -> String {
     t.map(when).unwrap_or_else(|| "-".into())
-}
-
-/// 1234567 → "1,234,567".
-fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
-fn plural(n: i64, word: &str) -> String {
-    format!("{} {word}{}", thousands(n), if n == 1 { "" } else { "s" })
 }
 
 fn bytes(n: i64) -> String {

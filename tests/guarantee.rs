@@ -6,113 +6,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
-use pgretain::compile::{compile, CompileOptions};
+use common::deploy::Deployed;
 use postgres::Client;
-
-/// A database with a policy compiled and applied.
-struct Deployed {
-    cluster: Cluster,
-    url: String,
-    policy: tempfile::TempDir,
-    generated: tempfile::TempDir,
-}
-
-impl Deployed {
-    fn new(policy_yaml: &str) -> Deployed {
-        let cluster = Cluster::start();
-        let url = cluster.create_database("app");
-        let policy = tempfile::tempdir().unwrap();
-        let generated = tempfile::tempdir().unwrap();
-        let d = Deployed {
-            cluster,
-            url,
-            policy,
-            generated,
-        };
-        d.deploy(policy_yaml);
-        d
-    }
-
-    /// Write the policy, compile it (a new migration if it changed), apply.
-    fn deploy(&self, policy_yaml: &str) {
-        std::fs::write(self.policy.path().join("policy.yaml"), policy_yaml).unwrap();
-        compile(&CompileOptions {
-            policy_dir: self.policy.path().to_path_buf(),
-            generated_dir: self.generated.path().to_path_buf(),
-            check: false,
-            allow_destructive: false,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        apply(&ApplyOptions {
-            database_url: Some(self.url.clone()),
-            generated_dir: self.generated.path().to_path_buf(),
-            dry_run: false,
-            cron_database: None,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    fn app(&self) -> Client {
-        self.cluster.client("app")
-    }
-
-    /// The command pg_cron runs for `dataset`, read from cron.job.
-    fn job_command(&self, dataset: &str) -> String {
-        let mut cron = self.cluster.client("postgres");
-        cron.query_one(
-            "SELECT command FROM cron.job WHERE jobname = $1",
-            &[&format!("pgretain:app:{dataset}")],
-        )
-        .unwrap_or_else(|e| panic!("job for {dataset}: {e}"))
-        .get(0)
-    }
-
-    /// Run the job's exact command, as pg_cron would.
-    fn run_job(&self, dataset: &str) {
-        let cmd = self.job_command(dataset);
-        self.app()
-            .batch_execute(&cmd)
-            .unwrap_or_else(|e| panic!("{cmd}: {e:?}"));
-    }
-
-    /// Run the job's procedure with T pinned.
-    fn run_at(&self, dataset: &str, t: &str) {
-        let sql = format!("CALL retention.\"enforce_{dataset}\"(p_now => '{t}'::timestamptz)");
-        self.app()
-            .batch_execute(&sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    }
-
-    /// Labels of the rows left in `table` (each test row has a `label`).
-    fn labels(&self, table: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .app()
-            .query(&format!("SELECT label FROM {table} ORDER BY label"), &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Create the dataset's partitions for the last `days` days, as if the
-    /// table had existed that long.
-    fn backfill_partitions(&self, dataset: &str, days: i32) {
-        self.app()
-            .batch_execute(&format!(
-                "SELECT retention.create_partition('{dataset}', d)
-                   FROM generate_series(date_trunc('day', now() - interval '{days} days', 'UTC'),
-                                        now(), interval '1 day') AS d"
-            ))
-            .unwrap();
-    }
-}
 
 fn sorted(v: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
@@ -583,5 +480,4 @@ fn pg_cron_fires_the_job_by_itself() {
         .unwrap()
         .get(0);
     assert!(logged >= 1);
-    let _ = PathBuf::new();
 }

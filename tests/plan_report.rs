@@ -9,64 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
+use common::deploy::Deployed;
 use pgretain::compile::{compile, CompileOptions, CompileOutcome};
 use pgretain::plan::{plan, PlanOptions};
 use pgretain::report::{build, html, markdown, report, ReportOptions, ReportOutput};
 use postgres::Client;
 
-/// A database with a policy compiled (and, unless told otherwise, applied).
-struct Deployed {
-    cluster: Cluster,
-    url: String,
-    policy: tempfile::TempDir,
-    generated: tempfile::TempDir,
-}
-
 impl Deployed {
-    fn new(policy_yaml: &str) -> Deployed {
-        let cluster = Cluster::start();
-        let url = cluster.create_database("app");
-        let d = Deployed {
-            cluster,
-            url,
-            policy: tempfile::tempdir().unwrap(),
-            generated: tempfile::tempdir().unwrap(),
-        };
-        d.compile(policy_yaml);
-        d.apply();
-        d
-    }
-
-    /// Write the policy and compile it; returns the migration written.
-    fn compile(&self, policy_yaml: &str) -> String {
-        std::fs::write(self.policy.path().join("policy.yaml"), policy_yaml).unwrap();
-        match compile(&CompileOptions {
-            policy_dir: self.policy.path().to_path_buf(),
-            generated_dir: self.generated.path().to_path_buf(),
-            check: false,
-            allow_destructive: false,
-        })
-        .unwrap_or_else(|e| panic!("{e}"))
-        {
+    /// Compile a changed policy; returns the migration written.
+    fn compile_new(&self, policy_yaml: &str) -> String {
+        match self.compile(policy_yaml) {
             CompileOutcome::Written { file, .. } => file,
             other => panic!("expected a new migration, got {other:?}"),
         }
-    }
-
-    fn apply(&self) {
-        apply(&ApplyOptions {
-            database_url: Some(self.url.clone()),
-            generated_dir: self.generated.path().to_path_buf(),
-            dry_run: false,
-            cron_database: None,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    fn app(&self) -> Client {
-        self.cluster.client("app")
     }
 
     fn plan_opts(&self) -> PlanOptions {
@@ -75,29 +30,6 @@ impl Deployed {
             generated_dir: self.generated.path().to_path_buf(),
             count_timeout: Duration::from_secs(30),
         }
-    }
-
-    /// Run the exact command pg_cron has for `dataset`.
-    fn run_job(&self, dataset: &str) {
-        let cmd: String = self
-            .cluster
-            .client("postgres")
-            .query_one(
-                "SELECT command FROM cron.job WHERE jobname = $1",
-                &[&format!("pgretain:app:{dataset}")],
-            )
-            .unwrap_or_else(|e| panic!("job for {dataset}: {e}"))
-            .get(0);
-        self.app()
-            .batch_execute(&cmd)
-            .unwrap_or_else(|e| panic!("{cmd}: {e:?}"));
-    }
-
-    fn count(&self, table: &str) -> i64 {
-        self.app()
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .unwrap()
-            .get(0)
     }
 
     fn pgretain(&self, args: &[&str]) -> std::process::Output {
@@ -176,7 +108,7 @@ fn plan_counts_exactly_what_the_next_run_removes() {
     assert_eq!(d.count("app.events"), 15);
 
     // Shorten keep to 15 days: compiled (V2), not applied.
-    let file = d.compile(&EVENTS.replace("keep: 30 days", "keep: 15 days"));
+    let file = d.compile_new(&EVENTS.replace("keep: 30 days", "keep: 15 days"));
     assert!(file.starts_with("V2__"), "{file}");
     let p = plan(&d.plan_opts()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.migrations.len(), 1);
@@ -296,7 +228,7 @@ fn plan_shows_a_new_dataset_and_falls_back_to_an_estimate_on_timeout() {
         "holds:",
         "  audit:\n    description: Audit trail.\n    table: app.audit\n    columns:\n      id: bigint generated always as identity\n      at: timestamptz not null\n    time: at\n    keep: 1 year\nholds:",
     );
-    d.compile(&more);
+    d.compile_new(&more);
     let p = plan(&PlanOptions {
         count_timeout: Duration::from_millis(1),
         ..d.plan_opts()

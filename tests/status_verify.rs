@@ -9,9 +9,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
-use pgretain::compile::{compile, CompileOptions, CompileOutcome};
+use common::deploy::Deployed;
+use pgretain::compile::CompileOutcome;
 use pgretain::status::{status, StatusOptions};
 use pgretain::verify::{verify, FindingKind, VerifyOptions, VerifyReport};
 use postgres::Client;
@@ -51,63 +50,9 @@ holds:
     reason: "litigation hold 2026-14"
 "#;
 
-/// A database with POLICY compiled and applied.
-struct Deployed {
-    cluster: Cluster,
-    url: String,
-    policy: tempfile::TempDir,
-    generated: tempfile::TempDir,
-}
-
 impl Deployed {
-    fn new() -> Deployed {
-        let cluster = Cluster::start();
-        let url = cluster.create_database("app");
-        let d = Deployed {
-            cluster,
-            url,
-            policy: tempfile::tempdir().unwrap(),
-            generated: tempfile::tempdir().unwrap(),
-        };
-        d.compile(POLICY);
-        d.apply();
-        d
-    }
-
-    /// Write the policy and compile it (a new migration if it changed).
-    fn compile(&self, policy_yaml: &str) -> CompileOutcome {
-        std::fs::write(self.policy.path().join("policy.yaml"), policy_yaml).unwrap();
-        compile(&CompileOptions {
-            policy_dir: self.policy.path().to_path_buf(),
-            generated_dir: self.generated.path().to_path_buf(),
-            check: false,
-            allow_destructive: false,
-        })
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn apply(&self) {
-        apply(&ApplyOptions {
-            database_url: Some(self.url.clone()),
-            generated_dir: self.generated.path().to_path_buf(),
-            dry_run: false,
-            cron_database: None,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    fn app(&self) -> Client {
-        self.cluster.client("app")
-    }
-
     fn cron(&self) -> Client {
         self.cluster.client("postgres")
-    }
-
-    fn sql(&self, sql: &str) {
-        self.app()
-            .batch_execute(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 
     fn cron_sql(&self, sql: &str) {
@@ -213,7 +158,7 @@ fn redact(v: &mut serde_json::Value) {
 
 #[test]
 fn status_json_shows_every_dataset() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.sql(
         "INSERT INTO app.events (label, at) VALUES ('now', now()), ('an hour ago', now() - interval '1 hour'),
                                                    ('expired', now() - interval '11 days');
@@ -250,7 +195,7 @@ fn status_json_shows_every_dataset() {
 
 #[test]
 fn status_text_shows_every_dataset() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.sql("INSERT INTO app.events (label, at) VALUES ('old', now() - interval '30 days')");
     let text = d.status().to_text();
     for needle in [
@@ -279,7 +224,7 @@ fn status_text_shows_every_dataset() {
 
 #[test]
 fn verify_is_clean_after_a_fresh_deploy() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.sql("INSERT INTO app.events (label, at) VALUES ('now', now()), ('tomorrow', now() + interval '1 day')");
     let report = d.verify();
     assert!(report.is_clean(), "{}", report.to_text());
@@ -299,7 +244,7 @@ fn verify_is_clean_after_a_fresh_deploy() {
 
 #[test]
 fn verify_finds_a_row_overdue_beyond_the_tolerance() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     // Give the old rows a partition of their own, so only overdue is found.
     d.sql(
         "SELECT retention.create_partition('events', x)
@@ -339,7 +284,7 @@ fn verify_finds_a_row_overdue_beyond_the_tolerance() {
 
 #[test]
 fn verify_finds_an_unscheduled_job() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.cron_sql("SELECT cron.unschedule('pgretain:app:events')");
     let report = d.verify();
     let msg = expect(&report, FindingKind::JobMissing, Some("events"));
@@ -352,7 +297,7 @@ fn verify_finds_an_unscheduled_job() {
 
 #[test]
 fn verify_finds_an_inactive_job() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.cron_sql(
         "SELECT cron.alter_job(jobid, active := false) FROM cron.job WHERE jobname = 'pgretain:app:sessions'",
     );
@@ -369,7 +314,7 @@ fn verify_finds_an_inactive_job() {
 
 #[test]
 fn verify_finds_a_job_altered_by_hand() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.cron_sql(
         "SELECT cron.alter_job(jobid, schedule := '0 4 * * *', database := 'postgres',
                                command := 'SELECT 1')
@@ -389,7 +334,7 @@ fn verify_finds_a_job_altered_by_hand() {
 
 #[test]
 fn verify_finds_a_hand_edited_function_even_after_apply_runs_again() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.sql(
         "CREATE OR REPLACE FUNCTION retention.keep_for(p_dataset text, p_tenant text, p_environment text)
          RETURNS interval LANGUAGE sql STABLE PARALLEL SAFE
@@ -421,7 +366,7 @@ fn verify_finds_a_hand_edited_function_even_after_apply_runs_again() {
 
 #[test]
 fn verify_finds_a_failed_job_run() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.cron_sql(
         "INSERT INTO cron.job_run_details (jobid, job_pid, database, username, command, status,
                                            return_message, start_time, end_time)
@@ -449,7 +394,7 @@ fn verify_finds_a_failed_job_run() {
 
 #[test]
 fn verify_finds_failed_and_stuck_enforcement_runs() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.sql(
         "INSERT INTO retention.run_log (dataset, action, reference_time, started_at, finished_at, outcome, detail)
               VALUES ('events', 'enforce', now(), now(), now(), 'failed', 'could not extend file: No space left on device');
@@ -479,7 +424,7 @@ fn verify_finds_failed_and_stuck_enforcement_runs() {
 
 #[test]
 fn verify_finds_rows_in_the_default_partition() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.sql("INSERT INTO app.sessions (bot_id, at) VALUES ('bot-1', now() + interval '400 days')");
     let report = d.verify();
     let msg = expect(
@@ -496,7 +441,7 @@ fn verify_finds_rows_in_the_default_partition() {
 
 #[test]
 fn verify_finds_partitions_running_out() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     d.sql(
         "DO $$ DECLARE p regclass; BEGIN
            FOR p IN SELECT partition FROM retention.partitions('events') WHERE lower_bound > now() + interval '1 day' LOOP
@@ -512,7 +457,7 @@ fn verify_finds_partitions_running_out() {
 
 #[test]
 fn verify_finds_a_migration_edited_after_apply() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     let v1 = std::fs::read_dir(d.generated())
         .unwrap()
         .flatten()
@@ -531,7 +476,7 @@ fn verify_finds_a_migration_edited_after_apply() {
 
 #[test]
 fn verify_finds_a_migration_not_yet_applied() {
-    let d = Deployed::new();
+    let d = Deployed::new(POLICY);
     let out = d.compile(&POLICY.replace("keep: 10 days", "keep: 20 days"));
     let CompileOutcome::Written { file, .. } = out else {
         panic!("{out:?}")

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod deploy;
+
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Write;

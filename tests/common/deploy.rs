@@ -1,0 +1,138 @@
+//! A database with a policy compiled and applied, the way CI deploys it:
+//! `pgretain::compile` into a temporary `generated/`, then
+//! `pgretain::apply`. Shared by the integration tests that need a deployed
+//! policy; each `Deployed` owns its own cluster.
+
+use pgretain::apply::{apply, ApplyOptions, ApplyReport};
+use pgretain::compile::{compile, CompileOptions, CompileOutcome};
+use postgres::Client;
+
+use super::Cluster;
+
+/// A cluster with database `app`, a policy directory and its `generated/`.
+pub struct Deployed {
+    pub cluster: Cluster,
+    /// Connection string of database `app`.
+    pub url: String,
+    pub policy: tempfile::TempDir,
+    pub generated: tempfile::TempDir,
+}
+
+impl Deployed {
+    /// A fresh cluster with `policy_yaml` compiled and applied.
+    pub fn new(policy_yaml: &str) -> Deployed {
+        let d = Deployed::compiled(policy_yaml);
+        d.apply();
+        d
+    }
+
+    /// A fresh cluster with `policy_yaml` compiled but not applied.
+    pub fn compiled(policy_yaml: &str) -> Deployed {
+        let cluster = Cluster::start();
+        let url = cluster.create_database("app");
+        let d = Deployed {
+            cluster,
+            url,
+            policy: tempfile::tempdir().unwrap(),
+            generated: tempfile::tempdir().unwrap(),
+        };
+        d.compile(policy_yaml);
+        d
+    }
+
+    /// Write the policy and compile it (a new migration if it changed).
+    pub fn compile(&self, policy_yaml: &str) -> CompileOutcome {
+        std::fs::write(self.policy.path().join("policy.yaml"), policy_yaml).unwrap();
+        compile(&CompileOptions {
+            policy_dir: self.policy.path().to_path_buf(),
+            generated_dir: self.generated.path().to_path_buf(),
+            check: false,
+            allow_destructive: false,
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Apply what is compiled.
+    pub fn apply(&self) -> ApplyReport {
+        apply(&ApplyOptions {
+            database_url: Some(self.url.clone()),
+            generated_dir: self.generated.path().to_path_buf(),
+            dry_run: false,
+            cron_database: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Compile a changed policy and apply it.
+    pub fn deploy(&self, policy_yaml: &str) {
+        self.compile(policy_yaml);
+        self.apply();
+    }
+
+    pub fn app(&self) -> Client {
+        self.cluster.client("app")
+    }
+
+    /// Run SQL in database `app`.
+    pub fn sql(&self, sql: &str) {
+        self.app()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+
+    /// The command pg_cron runs for `dataset`, read from cron.job.
+    pub fn job_command(&self, dataset: &str) -> String {
+        self.cluster
+            .client("postgres")
+            .query_one(
+                "SELECT command FROM cron.job WHERE jobname = $1",
+                &[&format!("pgretain:app:{dataset}")],
+            )
+            .unwrap_or_else(|e| panic!("job for {dataset}: {e}"))
+            .get(0)
+    }
+
+    /// Run the job's exact command, as pg_cron would.
+    pub fn run_job(&self, dataset: &str) {
+        let cmd = self.job_command(dataset);
+        self.sql(&cmd);
+    }
+
+    /// Run the job's procedure with T pinned.
+    pub fn run_at(&self, dataset: &str, t: &str) {
+        self.sql(&format!(
+            "CALL retention.\"enforce_{dataset}\"(p_now => '{t}'::timestamptz)"
+        ));
+    }
+
+    /// `count(*)` of a table.
+    pub fn count(&self, table: &str) -> i64 {
+        self.app()
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0)
+    }
+
+    /// The sorted `label`s of the rows left in `table`.
+    pub fn labels(&self, table: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .app()
+            .query(&format!("SELECT label FROM {table}"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Create `dataset`'s partitions for the last `days` days, as if the
+    /// table had existed that long.
+    pub fn backfill_partitions(&self, dataset: &str, days: i32) {
+        self.sql(&format!(
+            "SELECT retention.create_partition('{dataset}', d)
+               FROM generate_series(date_trunc('day', now() - interval '{days} days', 'UTC'),
+                                    now(), interval '1 day') AS d"
+        ));
+    }
+}
