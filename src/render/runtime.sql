@@ -458,6 +458,80 @@ AS $$
       FROM retention.dataset d WHERE d.name = p_dataset
 $$;
 
+-- run_held(dataset, T): the legal holds active at T, written out as SQL
+-- over a row `t` (NULL when none is active), e.g.
+--   (t."bot_id"::text = 'bot-7' AND true)
+-- Same rule as is_held(), without a function call per row.
+CREATE OR REPLACE FUNCTION retention.run_held(p_dataset text, p_at timestamptz)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('(%s AND %s)',
+                             CASE WHEN h.tenant IS NULL THEN 'true'
+                                  ELSE format('%s = %L', retention.column_as_text('t', d.tenant_column), h.tenant) END,
+                             CASE WHEN h.environment IS NULL THEN 'true'
+                                  ELSE format('%s = %L', retention.column_as_text('t', d.environment_column), h.environment) END),
+                      ' OR ' ORDER BY h.tenant, h.environment, h.reason)
+      FROM retention.hold h JOIN retention.dataset d ON d.name = h.dataset
+     WHERE h.dataset = p_dataset
+       AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC') < (h.until + 1)::timestamp)
+$$;
+
+-- run_predicate(dataset, T): the condition a run starting at T uses to
+-- remove rows, over a row `t` and `$1` = T. It selects exactly the rows of
+-- expired_predicate(), written out for speed with T and the policy as they
+-- are when the run starts:
+--   * a cheap filter first: `time < cutoff`, where cutoff = the latest
+--     T - retention (+ calendar slack) over every retention a row can have;
+--     a row at or after it cannot be expired, so the rest is skipped;
+--   * tenants with a rule of their own (a policy override or a run-time
+--     setting) get the full keep_for() lookup; every other row's retention
+--     is its environment's override or the dataset's keep, a CASE;
+--   * the holds active at T, written out (run_held).
+CREATE OR REPLACE FUNCTION retention.run_predicate(p_dataset text, p_at timestamptz)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d         retention.dataset;
+    v_tenant  text;
+    v_env     text;
+    v_keep    text;
+    v_special text[];
+    v_cutoff  timestamptz;
+    v_held    text := retention.run_held(p_dataset, p_at);
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    v_tenant := retention.column_as_text('t', d.tenant_column);
+    v_env := retention.column_as_text('t', d.environment_column);
+    SELECT max(((p_at AT TIME ZONE 'UTC') - k + retention.calendar_slack(k)) AT TIME ZONE 'UTC')
+      INTO v_cutoff FROM retention.possible_keeps(p_dataset) AS k;
+    IF d.new_rows THEN
+        v_keep := 't.retention_keep';
+    ELSE
+        SELECT 'CASE' || string_agg(format(' WHEN %s = %L THEN %L::interval', v_env, o.environment, o.keep),
+                                    '' ORDER BY o.environment)
+               || format(' ELSE %L::interval END', d.keep)
+          INTO v_keep
+          FROM retention.policy_override o
+         WHERE o.dataset = p_dataset AND o.tenant IS NULL;
+        v_keep := coalesce(v_keep, format('%L::interval', d.keep));   -- no environment override
+        SELECT array_agg(x.tenant ORDER BY x.tenant) INTO v_special
+          FROM (SELECT o.tenant FROM retention.policy_override o WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL
+                UNION SELECT s.tenant FROM retention.tenant_setting s WHERE s.dataset = p_dataset) x;
+        IF v_special IS NOT NULL THEN
+            v_keep := format('CASE WHEN %s = ANY (%L::text[]) THEN retention.keep_for(%L, %s, %s) ELSE %s END',
+                             v_tenant, v_special, d.name, v_tenant, v_env, v_keep);
+        END IF;
+    END IF;
+    RETURN format('t.%I < %L::timestamptz AND ((t.%I AT TIME ZONE ''UTC'') + %s) < ($1 AT TIME ZONE ''UTC'')',
+                  d.time_column, v_cutoff, d.time_column, v_keep)
+        || CASE WHEN v_held IS NULL THEN '' ELSE format(' AND NOT coalesce(%s, false)', v_held) END;
+END
+$$;
+
 -- columns_of(relation): the column list of a table, quoted, in order.
 CREATE OR REPLACE FUNCTION retention.columns_of(p_relation regclass, p_prefix text DEFAULT '')
 RETURNS text
@@ -475,7 +549,7 @@ $$;
 -- With an archive, every removed row is first copied into it, with its
 -- deadline, in the same statement. Called by enforce() between COMMITs.
 CREATE OR REPLACE FUNCTION retention.remove_batch(p_dataset text, p_relation regclass, p_t timestamptz,
-                                                  p_from_page bigint, p_pages bigint)
+                                                  p_from_page bigint, p_pages bigint, p_pred text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -483,7 +557,7 @@ AS $$
 DECLARE
     d      retention.dataset;
     v_n    bigint;
-    v_pred text := retention.expired_predicate(p_dataset);
+    v_pred text := coalesce(p_pred, retention.run_predicate(p_dataset, p_t));
     v_keep text;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
@@ -570,6 +644,9 @@ DECLARE
     v_name     text;
     v_default  regclass;
     v_busy     boolean := false;   -- the table itself stayed locked past lock_timeout
+    v_pred     text;               -- run_predicate(): exactly the rows this run removes
+    v_heldx    text;               -- run_held(): the holds active at T, as SQL (NULL: none)
+    v_can      boolean;
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
@@ -619,20 +696,26 @@ BEGIN
 
     SELECT pg_catalog.array_agg(k) INTO v_keeps FROM retention.possible_keeps(p_dataset) AS k;
     SELECT p.partition INTO v_default FROM retention.partitions(p_dataset) p WHERE p.lower_bound IS NULL;
+    -- The exact condition for this run, and the holds active at T, written out once.
+    v_pred := retention.run_predicate(p_dataset, v_t);
+    v_heldx := retention.run_held(p_dataset, v_t);
 
     FOR v_part IN SELECT * FROM retention.partitions(p_dataset) LOOP
+        -- 2. The whole partition, when every row in it is past its deadline.
+        v_whole := v_part.upper_bound IS NOT NULL AND (
+            SELECT pg_catalog.bool_and((v_part.upper_bound AT TIME ZONE 'UTC') + k + retention.calendar_slack(k)
+                                       <= (v_t AT TIME ZONE 'UTC'))
+              FROM pg_catalog.unnest(v_keeps) AS k);
+        -- 3. ... or, else, whether it can hold an expired row at all.
+        v_can := v_whole OR v_part.lower_bound IS NULL OR NOT (
+            SELECT pg_catalog.bool_and((v_part.lower_bound AT TIME ZONE 'UTC') + k - retention.calendar_slack(k)
+                                       >= (v_t AT TIME ZONE 'UTC'))
+              FROM pg_catalog.unnest(v_keeps) AS k);
+        CONTINUE WHEN NOT v_can;   -- nothing to do here: no transaction spent on it
         BEGIN
-            -- 2. The whole partition, when every row in it is past its deadline.
-            v_whole := v_part.upper_bound IS NOT NULL AND (
-                SELECT pg_catalog.bool_and((v_part.upper_bound AT TIME ZONE 'UTC') + k + retention.calendar_slack(k)
-                                           <= (v_t AT TIME ZONE 'UTC'))
-                  FROM pg_catalog.unnest(v_keeps) AS k);
-            IF v_whole AND EXISTS (SELECT 1 FROM retention.hold h
-                                    WHERE h.dataset = p_dataset
-                                      AND (h.until IS NULL OR (v_t AT TIME ZONE 'UTC') < (h.until + 1)::timestamp)) THEN
-                EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s t WHERE %s)',
-                                          v_part.partition, retention.held_predicate(p_dataset))
-                    INTO v_held USING v_t;
+            IF v_whole AND v_heldx IS NOT NULL THEN
+                EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s t WHERE %s)', v_part.partition, v_heldx)
+                    INTO v_held;
                 v_whole := NOT v_held;
             END IF;
             IF v_whole THEN
@@ -643,7 +726,7 @@ BEGIN
                   FROM pg_catalog.pg_class c WHERE c.oid = v_part.partition;
                 IF d.archive_relation IS NOT NULL THEN
                     v_archived := v_archived + retention.remove_batch(p_dataset, v_part.partition, v_t, 0,
-                                                                      retention.pages_of(v_part.partition) + 1);
+                                                                      retention.pages_of(v_part.partition) + 1, v_pred);
                 END IF;
                 -- Its name, taken before the drop: a dropped regclass prints as a bare OID.
                 v_name := v_part.partition::text;
@@ -677,15 +760,11 @@ BEGIN
         EXIT WHEN v_err IS NOT NULL;
         CONTINUE WHEN v_whole;
 
-        -- 3. Row by row, when the partition can hold an expired row at all.
-        CONTINUE WHEN v_part.lower_bound IS NOT NULL AND (
-            SELECT pg_catalog.bool_and((v_part.lower_bound AT TIME ZONE 'UTC') + k - retention.calendar_slack(k)
-                                       >= (v_t AT TIME ZONE 'UTC'))
-              FROM pg_catalog.unnest(v_keeps) AS k);
+        -- 3. Row by row (the partition can hold an expired row: see v_can).
         v_page := 0;
         WHILE v_page <= retention.pages_of(v_part.partition) LOOP
             BEGIN
-                v_n := retention.remove_batch(p_dataset, v_part.partition, v_t, v_page, d.batch_pages);
+                v_n := retention.remove_batch(p_dataset, v_part.partition, v_t, v_page, d.batch_pages, v_pred);
                 IF d.archive_relation IS NULL THEN
                     v_deleted := v_deleted + v_n;
                 ELSE
@@ -707,8 +786,9 @@ BEGIN
     -- 4. The archive: rows whose deadline plus archive_keep has passed.
     IF v_err IS NULL AND d.archive_relation IS NOT NULL THEN
         v_where := pg_catalog.format(
-            '(t.retention_deadline AT TIME ZONE ''UTC'') + %L::interval < ($1 AT TIME ZONE ''UTC'') AND NOT %s',
-            d.archive_keep, retention.held_predicate(p_dataset));
+            '(t.retention_deadline AT TIME ZONE ''UTC'') + %L::interval < ($1 AT TIME ZONE ''UTC'')%s',
+            d.archive_keep,
+            CASE WHEN v_heldx IS NULL THEN '' ELSE pg_catalog.format(' AND NOT coalesce(%s, false)', v_heldx) END);
         FOR v_part IN
             SELECT c.oid::regclass AS partition FROM pg_catalog.pg_inherits i
               JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
