@@ -45,7 +45,9 @@ fn schema_describes_a_policy_file() {
         Value::Bool(false),
         "unknown top-level keys are errors"
     );
-    let props = root["properties"].as_object().expect("top-level properties");
+    let props = root["properties"]
+        .as_object()
+        .expect("top-level properties");
     for key in [
         "version",
         "schedule",
@@ -137,7 +139,10 @@ fn overrides_and_holds_are_lists_of_closed_mappings() {
 #[test]
 fn patterns_reject_what_the_checker_rejects() {
     let root = schema();
-    let ds = resolve(&root, &root["properties"]["datasets"]["additionalProperties"]);
+    let ds = resolve(
+        &root,
+        &root["properties"]["datasets"]["additionalProperties"],
+    );
     let duration = ds["properties"]["keep"]["pattern"]
         .as_str()
         .expect("keep has a pattern");
@@ -150,12 +155,18 @@ fn patterns_reject_what_the_checker_rejects() {
         "override retentions are durations"
     );
     // No regex engine among the dependencies: check the pattern's text.
-    assert!(duration.contains("[1-9]"), "zero is not a duration: {duration}");
+    assert!(
+        duration.contains("[1-9]"),
+        "zero is not a duration: {duration}"
+    );
     for unit in ["hour", "day", "week", "month", "year"] {
         assert!(duration.contains(unit), "{duration} lacks {unit}");
     }
     assert!(!duration.contains("minute"), "{duration}");
-    assert!(table.contains(r"\."), "a table is schema-qualified: {table}");
+    assert!(
+        table.contains(r"\."),
+        "a table is schema-qualified: {table}"
+    );
     assert!(!table.contains("A-Z"), "identifiers are lowercase: {table}");
     let hold = resolve(&root, &root["properties"]["holds"]["items"]);
     assert_eq!(
