@@ -367,15 +367,22 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d       retention.dataset;
-    v_start timestamptz;
-    v_made  integer := 0;
+    d        retention.dataset;
+    v_start  timestamptz;
+    v_lower  timestamptz;
+    v_have   timestamptz[];
+    v_made   integer := 0;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     v_start := retention.period_start(d.granularity, p_at);
+    -- The partitions that exist, read once: the daily run usually finds
+    -- every period already there and creates nothing.
+    SELECT array_agg(p.lower_bound) INTO v_have
+      FROM retention.partitions(p_dataset) p WHERE p.lower_bound >= v_start;
     FOR i IN 0 .. d.premake LOOP
-        IF retention.create_partition(p_dataset,
-               ((v_start AT TIME ZONE 'UTC') + (i || ' ' || d.granularity)::interval) AT TIME ZONE 'UTC') THEN
+        v_lower := ((v_start AT TIME ZONE 'UTC') + (i || ' ' || d.granularity)::interval) AT TIME ZONE 'UTC';
+        CONTINUE WHEN v_lower = ANY (coalesce(v_have, '{}'));
+        IF retention.create_partition(p_dataset, v_lower) THEN
             v_made := v_made + 1;
         END IF;
     END LOOP;
