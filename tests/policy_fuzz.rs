@@ -165,7 +165,12 @@ fn config() -> ProptestConfig {
 fn check_bytes(dir: &Path, bytes: &[u8]) {
     std::fs::write(dir.join("policy.yaml"), bytes).expect("write policy");
     match pgretain::check(dir) {
-        Ok(summary) => assert!(summary.starts_with("policy ok: "), "{summary}"),
+        Ok(summary) => {
+            assert!(summary.starts_with("policy ok: "), "{summary}");
+            // A valid policy also compiles, or is refused cleanly.
+            let out = tempfile::tempdir().expect("tempdir");
+            compile_cleanly(dir, out.path());
+        }
         Err(diags) => {
             assert!(!diags.is_empty(), "Err without diagnostics");
             let text = format!("{diags}");
@@ -181,6 +186,24 @@ fn check_bytes(dir: &Path, bytes: &[u8]) {
                 assert!(d.help.is_some(), "no help:\n{text}");
             }
         }
+    }
+}
+
+/// Compile `policy` into `generated`: a written migration, "up to date", or
+/// a clean refusal with a message; never a panic or an I/O error.
+fn compile_cleanly(policy: &Path, generated: &Path) {
+    let opts = pgretain::compile::CompileOptions {
+        policy_dir: policy.to_path_buf(),
+        generated_dir: generated.to_path_buf(),
+        check: false,
+        allow_destructive: false,
+    };
+    match pgretain::compile::compile(&opts) {
+        Ok(_) => {}
+        Err(pgretain::compile::CompileError::Refused(reasons)) => {
+            assert!(!reasons.is_empty() && reasons.iter().all(|r| !r.is_empty()));
+        }
+        Err(e) => panic!("compile failed on a valid policy: {e}"),
     }
 }
 
@@ -300,6 +323,15 @@ proptest! {
         let text = apply(EXAMPLE, &mutations);
         let tmp = tempfile::tempdir().expect("tempdir");
         check_bytes(tmp.path(), text.as_bytes());
+        // The mutation as a policy change on top of the compiled example:
+        // the incremental diff must write a migration or refuse cleanly.
+        if pgretain::check(tmp.path()).is_ok() {
+            let base = tempfile::tempdir().expect("tempdir");
+            std::fs::write(base.path().join("policy.yaml"), EXAMPLE).expect("write");
+            let generated = tempfile::tempdir().expect("tempdir");
+            compile_cleanly(base.path(), generated.path());
+            compile_cleanly(tmp.path(), generated.path());
+        }
     }
 }
 
