@@ -900,6 +900,41 @@ fn md_table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
 }
 
 /// The report as Markdown.
+/// The summary table, one row per dataset: name, table, retention, on
+/// expiry and, with a database, rows, overdue rows and the last run (shown
+/// by `last_run`), else the owner; with each row its status badge.
+fn summary_rows(
+    r: &Report,
+    last_run: impl Fn(&Run) -> String,
+) -> Vec<(Vec<String>, (String, &'static str))> {
+    r.policy
+        .datasets
+        .iter()
+        .map(|ds| {
+            let e = r.database.as_ref().and_then(|d| d.datasets.get(&ds.name));
+            let mut row = vec![
+                ds.name.clone(),
+                format!("{}.{}", ds.schema, ds.table),
+                retention_summary(&r.policy, ds),
+                on_expiry(ds),
+            ];
+            if r.database.is_some() {
+                let dash = || "—".to_string();
+                row.push(e.map(|e| thousands(e.total_rows)).unwrap_or_else(dash));
+                row.push(e.map(|e| thousands(e.past_deadline)).unwrap_or_else(dash));
+                row.push(
+                    e.and_then(|e| e.runs.iter().find(|run| run.action == "enforce"))
+                        .map(&last_run)
+                        .unwrap_or_else(dash),
+                );
+            } else {
+                row.push(ds.owner.clone().unwrap_or_default());
+            }
+            (row, status(e, r.database.as_ref()))
+        })
+        .collect()
+}
+
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let today = day(r.generated_at);
@@ -925,35 +960,17 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     let _ = writeln!(s, "## Summary\n");
-    let mut rows = Vec::new();
-    for ds in &r.policy.datasets {
-        let e = r.database.as_ref().and_then(|d| d.datasets.get(&ds.name));
-        let mut row = vec![
-            ds.name.clone(),
-            format!("{}.{}", ds.schema, ds.table),
-            retention_summary(&r.policy, ds),
-            on_expiry(ds),
-        ];
+    let rows: Vec<Vec<String>> = summary_rows(r, |run| {
+        format!("{} ({})", when(run.started_at), run.outcome)
+    })
+    .into_iter()
+    .map(|(mut row, badge)| {
         if r.database.is_some() {
-            row.push(
-                e.map(|e| thousands(e.total_rows))
-                    .unwrap_or_else(|| "—".into()),
-            );
-            row.push(
-                e.map(|e| thousands(e.past_deadline))
-                    .unwrap_or_else(|| "—".into()),
-            );
-            row.push(
-                e.and_then(|e| e.runs.iter().find(|r| r.action == "enforce"))
-                    .map(|r| format!("{} ({})", when(r.started_at), r.outcome))
-                    .unwrap_or_else(|| "—".into()),
-            );
-            row.push(status(e, r.database.as_ref()).0);
-        } else {
-            row.push(ds.owner.clone().unwrap_or_default());
+            row.push(badge.0);
         }
-        rows.push(row);
-    }
+        row
+    })
+    .collect();
     if r.database.is_some() {
         md_table(
             &mut s,
@@ -1634,36 +1651,10 @@ pub fn html(r: &Report) -> String {
     }
 
     s.push_str("<section class=\"card\"><h2>Summary</h2>\n");
-    let mut rows = Vec::new();
-    let mut badges = Vec::new();
-    for ds in &r.policy.datasets {
-        let e = r.database.as_ref().and_then(|d| d.datasets.get(&ds.name));
-        let mut row = vec![
-            ds.name.clone(),
-            format!("{}.{}", ds.schema, ds.table),
-            retention_summary(&r.policy, ds),
-            on_expiry(ds),
-        ];
-        if r.database.is_some() {
-            row.push(
-                e.map(|e| thousands(e.total_rows))
-                    .unwrap_or_else(|| "—".into()),
-            );
-            row.push(
-                e.map(|e| thousands(e.past_deadline))
-                    .unwrap_or_else(|| "—".into()),
-            );
-            row.push(
-                e.and_then(|e| e.runs.iter().find(|r| r.action == "enforce"))
-                    .map(|r| r.started_at.format("%Y-%m-%d %H:%M").to_string())
-                    .unwrap_or_else(|| "—".into()),
-            );
-        } else {
-            row.push(ds.owner.clone().unwrap_or_default());
-        }
-        badges.push(status(e, r.database.as_ref()));
-        rows.push(row);
-    }
+    let (rows, badges): (Vec<Vec<String>>, Vec<(String, &str)>) =
+        summary_rows(r, |run| run.started_at.format("%Y-%m-%d %H:%M").to_string())
+            .into_iter()
+            .unzip();
     let mut table = String::new();
     let cells: Vec<Vec<String>> = rows
         .iter()
