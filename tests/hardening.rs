@@ -20,9 +20,9 @@ use std::sync::{mpsc, Barrier, Mutex, MutexGuard};
 use std::thread::{self, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Cluster};
+use common::deploy::Deployed;
+use common::wait_for;
 use pgretain::apply::{apply, ApplyOptions, ApplyReport, HISTORY_TABLE};
-use pgretain::compile::{compile, CompileOptions};
 use postgres::types::{FromSqlOwned, ToSql};
 use postgres::Client;
 
@@ -33,89 +33,15 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A database with a policy compiled and applied.
-struct Deployed {
-    cluster: Cluster,
-    url: String,
-    policy: tempfile::TempDir,
-    generated: tempfile::TempDir,
-}
-
-impl Deployed {
-    /// A cluster with an empty database `app` and `policy_yaml` compiled
-    /// (not applied).
-    fn compiled(policy_yaml: &str) -> Deployed {
-        let cluster = Cluster::start();
-        let url = cluster.create_database("app");
-        let d = Deployed {
-            cluster,
-            url,
-            policy: tempfile::tempdir().unwrap(),
-            generated: tempfile::tempdir().unwrap(),
-        };
-        d.compile(policy_yaml);
-        d
-    }
-
-    /// The same, applied.
-    fn new(policy_yaml: &str) -> Deployed {
-        let d = Deployed::compiled(policy_yaml);
-        d.apply().unwrap_or_else(|e| panic!("{e}"));
-        d
-    }
-
-    /// Write the policy and compile it (a new migration if it changed).
-    fn compile(&self, policy_yaml: &str) {
-        std::fs::write(self.policy.path().join("policy.yaml"), policy_yaml).unwrap();
-        compile(&CompileOptions {
-            policy_dir: self.policy.path().to_path_buf(),
-            generated_dir: self.generated.path().to_path_buf(),
-            check: false,
-            allow_destructive: false,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    fn apply(&self) -> Result<ApplyReport, pgretain::db::DbError> {
-        apply(&ApplyOptions {
-            database_url: Some(self.url.clone()),
-            generated_dir: self.generated.path().to_path_buf(),
-            dry_run: false,
-            cron_database: None,
-        })
-    }
-
-    fn app(&self) -> Client {
-        self.cluster.client("app")
-    }
-
-    /// The command pg_cron runs for `dataset`, read from cron.job.
-    fn job_command(&self, dataset: &str) -> String {
-        one_p(
-            &mut self.cluster.client("postgres"),
-            "SELECT command FROM cron.job WHERE jobname = $1",
-            &[&format!("pgretain:app:{dataset}")],
-        )
-    }
-
-    /// Run the job's exact command, as pg_cron would.
-    fn run_job(&self, dataset: &str) {
-        let cmd = self.job_command(dataset);
-        self.app()
-            .batch_execute(&cmd)
-            .unwrap_or_else(|e| panic!("{cmd}: {e:?}"));
-    }
-
-    /// Create the dataset's partitions for the last `days` days.
-    fn backfill_partitions(&self, dataset: &str, days: i32) {
-        self.app()
-            .batch_execute(&format!(
-                "SELECT retention.create_partition('{dataset}', d)
-                   FROM generate_series(date_trunc('day', now() - interval '{days} days', 'UTC'),
-                                        now(), interval '1 day') AS d"
-            ))
-            .unwrap();
-    }
+/// `apply`, returning its result instead of panicking: the concurrency
+/// tests check each deploy's outcome themselves.
+fn try_apply(d: &Deployed) -> Result<ApplyReport, pgretain::db::DbError> {
+    apply(&ApplyOptions {
+        database_url: Some(d.url.clone()),
+        generated_dir: d.generated.path().to_path_buf(),
+        dry_run: false,
+        cron_database: None,
+    })
 }
 
 /// The single value of a query without parameters.
@@ -673,7 +599,7 @@ fn concurrent_applies_and_an_apply_racing_a_run() {
             .map(|_| {
                 s.spawn(|| {
                     barrier.wait();
-                    d.apply()
+                    try_apply(&d)
                 })
             })
             .collect();
@@ -734,7 +660,7 @@ fn concurrent_applies_and_an_apply_racing_a_run() {
         let (pid, h) = spawn_run(s, &d, cmd.clone());
         wait_until_deleting(&mut c, pid, default_expired_before);
         let t = Instant::now();
-        let report = d.apply();
+        let report = try_apply(&d);
         let took = t.elapsed();
         let still = !h.is_finished();
         (h.join().unwrap(), report, took, still)
