@@ -85,34 +85,29 @@ struct Case {
     granularity: &'static str,
 }
 
+/// Up to `max - 1` retention rules for distinct (tenant, environment) pairs,
+/// the environment `None` (every environment) half of the time.
+fn tenant_rules(r: &mut Rng, max: u64) -> Vec<(&'static str, Option<&'static str>, Keep)> {
+    let mut rules = Vec::new();
+    let mut seen = BTreeSet::new();
+    for _ in 0..r.below(max) {
+        let t = *r.pick(&TENANTS);
+        let e = if r.below(2) == 0 {
+            None
+        } else {
+            Some(*r.pick(&ENVS))
+        };
+        if seen.insert((t, e)) {
+            rules.push((t, e, Keep::random(r)));
+        }
+    }
+    rules
+}
+
 impl Case {
     fn random(r: &mut Rng) -> Case {
-        let mut tenant_overrides = Vec::new();
-        let mut seen = BTreeSet::new();
-        for _ in 0..r.below(3) {
-            let t = *r.pick(&TENANTS);
-            let e = if r.below(2) == 0 {
-                None
-            } else {
-                Some(*r.pick(&ENVS))
-            };
-            if seen.insert((t, e)) {
-                tenant_overrides.push((t, e, Keep::random(r)));
-            }
-        }
-        let mut settings = Vec::new();
-        let mut seen = BTreeSet::new();
-        for _ in 0..r.below(4) {
-            let t = *r.pick(&TENANTS);
-            let e = if r.below(2) == 0 {
-                None
-            } else {
-                Some(*r.pick(&ENVS))
-            };
-            if seen.insert((t, e)) {
-                settings.push((t, e, Keep::random(r)));
-            }
-        }
+        let tenant_overrides = tenant_rules(r, 3);
+        let settings = tenant_rules(r, 4);
         let mut holds = Vec::new();
         for _ in 0..r.below(3) {
             let t = if r.below(3) == 0 {
