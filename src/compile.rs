@@ -15,8 +15,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{ChangesApplyTo, Dataset, Granularity, Hold, OnExpiry, Override, Policy};
-use crate::render::{self, ident, lit, qualified, relation};
+use crate::model::{
+    Access, ChangesApplyTo, Dataset, Granularity, Hold, OnExpiry, Override, Policy,
+};
+use crate::render::access::{self, Transfer};
+use crate::render::{self, comment, ident, lit, qualified, relation, who};
 
 /// The state file's name inside `generated/`.
 pub const STATE_FILE: &str = "pgretain-state.json";
@@ -91,15 +94,16 @@ impl fmt::Display for CompileError {
     }
 }
 
-/// FNV-1a, 64 bit: a stable content hash for detecting hand edits of
-/// migrations (not a security measure; refinery checksums applied files).
-pub fn fnv1a64(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+pub use crate::render::fnv1a64;
+
+/// What the opening and closing statements of a migration do besides
+/// pinning its search_path (see `render::access`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Frame {
+    /// Hand what pgretain made to another role first.
+    transfer: Option<Transfer>,
+    /// Re-issue every grant of `access` at the end (new objects, new roles).
+    grants: bool,
 }
 
 /// One change between two policies, rendered.
@@ -166,6 +170,7 @@ pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
         };
     }
 
+    let mut frame = Frame::default();
     let (title, changes) = match &state {
         None => (
             "init".to_string(),
@@ -187,12 +192,13 @@ pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
                     render::RUNTIME_VERSION
                 )]));
             }
-            let changes = diff(
+            let (changes, f) = diff(
                 &st.policy,
                 st.runtime_version,
                 &policy,
                 opts.allow_destructive,
             )?;
+            frame = f;
             (name_for(&changes), changes)
         }
     };
@@ -222,17 +228,18 @@ pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
         );
         for c in &changes {
             for line in c.what.split("; ") {
-                title.push_str(&format!("\n--   - {line}"));
+                title.push_str(&format!("\n--   - {}", comment(line)));
             }
         }
         let mut s = render::header(&policy.files, &title);
-        for (i, c) in changes.iter().enumerate() {
-            if i > 0 {
-                s.push('\n');
-            }
+        s.push_str(&access::prologue(&policy, frame.transfer));
+        for c in &changes {
+            s.push('\n');
             // One blank line between groups, whatever each starts with.
             s.push_str(c.sql.trim_start_matches('\n'));
         }
+        s.push('\n');
+        s.push_str(&access::epilogue(&policy, frame.grants));
         s
     };
     let mut migrations = state.map(|s| s.migrations).unwrap_or_default();
@@ -350,9 +357,10 @@ fn diff(
     old_runtime: u32,
     new: &Policy,
     allow_destructive: bool,
-) -> Result<Vec<Change>, CompileError> {
+) -> Result<(Vec<Change>, Frame), CompileError> {
     let mut changes = Vec::new();
     let mut refused = Vec::new();
+    let mut frame = Frame::default();
 
     if old_runtime != render::RUNTIME_VERSION {
         let mut sql = format!(
@@ -360,12 +368,29 @@ fn diff(
             render::RUNTIME_VERSION
         );
         sql.push_str(render::RUNTIME_SQL);
+        sql.push('\n');
+        sql.push_str(&render::config(new));
         for ds in &new.datasets {
-            if old.dataset(&ds.name).is_some() {
-                sql.push_str(&render::triggers(ds));
-                sql.push_str(&render::procedure_sql(ds));
-                sql.push_str(&render::expired_view(ds));
+            if let Some(before) = old.dataset(&ds.name) {
+                sql.push_str(&format!(
+                    "\n-- {}: its settings, triggers, procedure and view, as runtime version {} writes them\n",
+                    ds.name,
+                    render::RUNTIME_VERSION
+                ));
+                // The settings row as the policy had it (a change of the
+                // dataset in this same compile follows below).
+                sql.push_str(&render::dataset_settings(before));
+                sql.push_str(&render::triggers(before));
+                if old_runtime < 2 {
+                    sql.push_str(&restamp(before));
+                }
+                sql.push_str(&render::procedure_sql(before));
+                sql.push_str(&render::expired_view(before));
             }
+        }
+        frame.grants = true;
+        if new.access.is_some() {
+            frame.transfer = Some(Transfer::ToOwner);
         }
         changes.push(Change {
             what: format!(
@@ -375,6 +400,18 @@ fn diff(
             slug: "upgrade_runtime".into(),
             sql,
         });
+    }
+
+    if old.run_log_keep != new.run_log_keep {
+        changes.push(Change {
+            what: format!("run_log_keep {} -> {}", old.run_log_keep, new.run_log_keep),
+            slug: "run_log_keep".into(),
+            sql: render::config(new),
+        });
+    }
+
+    if let Some(c) = access_change(old.access.as_ref(), new, &mut frame) {
+        changes.push(c);
     }
 
     // The allowed environments are a set: their order in the file means nothing.
@@ -393,13 +430,21 @@ fn diff(
 
     for ds in &new.datasets {
         match old.dataset(&ds.name) {
-            None => changes.push(Change {
-                what: format!("add dataset {}", ds.name),
-                slug: format!("add_{}", ds.name),
-                sql: render::dataset_create(ds),
-            }),
+            None => {
+                frame.grants = true;
+                changes.push(Change {
+                    what: format!("add dataset {}", ds.name),
+                    slug: format!("add_{}", ds.name),
+                    sql: render::dataset_create(ds),
+                })
+            }
             Some(before) => match dataset_change(before, ds) {
-                Ok(Some(c)) => changes.push(c),
+                Ok(Some(c)) => {
+                    if c.what.contains(": add column ") {
+                        frame.grants = true;
+                    }
+                    changes.push(c)
+                }
                 Ok(None) => {}
                 Err(mut why) => refused.append(&mut why),
             },
@@ -525,17 +570,111 @@ fn diff(
             sql,
         });
     }
-    Ok(changes)
+    Ok((changes, frame))
 }
 
-/// "tenant bot-42, environment live", as in the SQL comments.
-fn who(tenant: Option<&str>, env: Option<&str>) -> String {
-    match (tenant, env) {
-        (Some(t), Some(e)) => format!("tenant {t}, environment {e}"),
-        (Some(t), None) => format!("tenant {t}"),
-        (None, Some(e)) => format!("environment {e}"),
-        (None, None) => "everything".into(),
+/// A change of `access`: who owns the machinery, who is granted what. The
+/// ownership moves in the migration's opening (`frame.transfer`), the grants
+/// are re-issued in its closing (`frame.grants`); here, what is taken back.
+fn access_change(old: Option<&Access>, new: &Policy, frame: &mut Frame) -> Option<Change> {
+    let new_access = new.access.as_ref();
+    let same = |a: &Access, b: &Access| {
+        (&a.owner, &a.application, &a.readers) == (&b.owner, &b.application, &b.readers)
+    };
+    match (old, new_access) {
+        (None, None) => return None,
+        (Some(a), Some(b)) if same(a, b) => return None,
+        _ => {}
     }
+    let mut whats = Vec::new();
+    let mut sql = String::new();
+    let old_owner = old.map(|a| a.owner.as_str());
+    let new_owner = new_access.map(|a| a.owner.as_str());
+    if old_owner != new_owner {
+        frame.transfer = Some(if new_owner.is_some() {
+            Transfer::ToOwner
+        } else {
+            Transfer::ToApplier
+        });
+        whats.push(format!(
+            "access: owner {} -> {}",
+            old_owner.unwrap_or("(the role that applies)"),
+            new_owner.unwrap_or("(the role that applies)")
+        ));
+        if let Some(o) = old_owner {
+            sql.push_str(&format!(
+                "-- access: {} no longer runs the jobs: its own statement_timeout in this database goes\n",
+                ident(o)
+            ));
+            let body = format!(
+                "\nBEGIN\n    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {l}) THEN\n        EXECUTE pg_catalog.format('ALTER ROLE %I IN DATABASE %I RESET statement_timeout',\n                                  {l}, pg_catalog.current_database());\n    END IF;\nEND\n",
+                l = lit(o)
+            );
+            sql.push_str(&format!(
+                "DO {};\n",
+                render::dollar_quoted("timeout", &body)
+            ));
+        }
+    }
+    let list = |a: Option<&Access>, f: fn(&Access) -> &Vec<String>| {
+        a.map(|a| f(a).join(", ")).unwrap_or_default()
+    };
+    for (label, f) in [
+        (
+            "application",
+            (|a: &Access| &a.application) as fn(&Access) -> &Vec<String>,
+        ),
+        ("readers", |a: &Access| &a.readers),
+    ] {
+        if list(old, f) != list(new_access, f) {
+            whats.push(format!(
+                "access: {label} [{}] -> [{}]",
+                list(old, f),
+                list(new_access, f)
+            ));
+        }
+    }
+    sql.push_str(&access::revoke(
+        &access::removed_roles(old, new_access),
+        new,
+    ));
+    frame.grants = true;
+    Some(Change {
+        what: whats.join("; "),
+        slug: "access".into(),
+        sql,
+    })
+}
+
+/// Runtime version 1 kept any stamp an INSERT sent (`changes_apply_to:
+/// new_rows`). A stamp no retention of the dataset ever had cannot have come
+/// from pgretain: such rows get the retention in force now (the true one at
+/// their insert is not known), so a forged stamp stops deciding their fate.
+fn restamp(ds: &Dataset) -> String {
+    if ds.changes_apply_to != ChangesApplyTo::NewRows {
+        return String::new();
+    }
+    let rel = relation(ds);
+    let col = |c: &Option<String>| {
+        c.as_ref()
+            .map(|c| format!("t.{}::text", ident(c)))
+            .unwrap_or_else(|| "NULL::text".into())
+    };
+    format!(
+        "-- {name}: a stamp no retention of the dataset ever had was sent by an INSERT, not\n\
+         -- given by pgretain (runtime version 1 kept it): such rows get the retention in force\n\
+         -- now (the triggers are off for this one statement, so the stamp can be written)\n\
+         ALTER TABLE {rel} DISABLE TRIGGER USER;\n\
+         UPDATE {rel} t SET {stamp} = retention.keep_for({l}::text, {tenant}, {env})\n \
+         WHERE NOT EXISTS (SELECT 1 FROM retention.keep_history h\n                    \
+         WHERE h.dataset = {l}::text AND h.keep = t.{stamp});\n\
+         ALTER TABLE {rel} ENABLE TRIGGER USER;\n",
+        name = ds.name,
+        stamp = ident(render::STAMP_COLUMN),
+        l = lit(&ds.name),
+        tenant = col(&ds.tenant),
+        env = col(&ds.environment),
+    )
 }
 
 /// The granularity `validate` picks when a dataset does not set `partition`
@@ -721,6 +860,7 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
 
     let mut whats = Vec::new();
     let mut sql = String::new();
+    let src = comment(&new.source.to_string());
     if old.keep != new.keep {
         whats.push(format!("{name}: keep {} -> {}", old.keep, new.keep));
     }
@@ -775,18 +915,21 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
                 .map(|w| w.strip_prefix(&format!("{name}: ")).unwrap_or(w))
                 .collect::<Vec<_>>()
                 .join("; "),
-            if old.keep != new.keep {
-                &new.keep_source
-            } else {
-                &new.source
-            }
+            comment(
+                &if old.keep != new.keep {
+                    &new.keep_source
+                } else {
+                    &new.source
+                }
+                .to_string()
+            )
         ));
         sql.push_str(&render::dataset_settings(new));
     }
     if let (Some(e), true) = (&new.erase_by, old.erase_by != new.erase_by) {
         sql.push_str(&format!(
             "\n-- {name}: erase_by `{e}`: index what erasure matches ({})\n",
-            new.source
+            src
         ));
         // The same name `render::dataset_create` gives it.
         let index = ident(&render::object_name(
@@ -809,7 +952,7 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
     if old.description != new.description {
         sql.push_str(&format!(
             "\n-- {name}: description ({})\nCOMMENT ON TABLE {} IS {};\n",
-            new.source,
+            src,
             relation(new),
             lit(&format!("{} (pgretain dataset {name})", new.description))
         ));
@@ -826,7 +969,7 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
                 } else {
                     ""
                 },
-                new.source
+                src
             ));
             sql.push_str(&format!(
                 "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {};\n",
@@ -864,14 +1007,14 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
         if new.sensitive.is_empty() && !old.sensitive.is_empty() {
             sql.push_str(&format!(
                 "\n-- {name}: no sensitive keys any more: stop stripping them ({})\nDROP TRIGGER IF EXISTS pgretain_strip_sensitive ON {};\n",
-                new.source,
+                src,
                 relation(new)
             ));
         }
         if !new.sliding && old.sliding {
             sql.push_str(&format!(
                 "\n-- {name}: sliding: false: the clock no longer follows activity ({})\nDROP TRIGGER IF EXISTS pgretain_sliding_clock ON {};\n",
-                new.source,
+                src,
                 relation(new)
             ));
         }
@@ -915,7 +1058,7 @@ fn remove_dataset(ds: &Dataset) -> String {
     let mut s = format!(
         "-- {name}: removed from the policy (it was defined at {source}) and compiled with\n-- --allow-destructive: its table{archive} and every row in {them} are dropped\n-- (CASCADE: views and foreign keys that depend on {them} go too); `pgretain apply`\n-- removes its pg_cron job\n",
         name = ds.name,
-        source = ds.source,
+        source = comment(&ds.source.to_string()),
         archive = render::archive_relation(ds)
             .map(|a| format!(", its archive {a}"))
             .unwrap_or_default(),

@@ -4,7 +4,7 @@
 //! `retention.run_log`, the evidence table.
 
 use crate::db::{self, ctx, DbError};
-use crate::render::{ident, lit};
+use crate::render::lit;
 
 /// What one enforcement run did to one dataset (a `retention.run_log` row).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,9 +49,9 @@ impl std::fmt::Display for RunResult {
     }
 }
 
-/// The command the job of `dataset` runs (same as `render::job_command`).
+/// The command the job of `dataset` runs.
 pub fn job_command(dataset: &str) -> String {
-    format!("CALL retention.{}()", ident(&format!("enforce_{dataset}")))
+    crate::render::job_command_named(dataset)
 }
 
 fn datasets(client: &mut postgres::Client) -> Result<Vec<String>, DbError> {
@@ -71,6 +71,13 @@ fn datasets(client: &mut postgres::Client) -> Result<Vec<String>, DbError> {
 pub fn run(database_url: Option<&str>, only: &[String]) -> Result<Vec<RunResult>, DbError> {
     let cfg = db::config(database_url)?;
     let mut client = db::connect(&cfg)?;
+    // The run is the job's: as the role the job runs as (with access, the
+    // owner of schema retention), and never cut short by a statement_timeout
+    // of the database, the role or PGOPTIONS.
+    db::act_as_retention_owner(&mut client)?;
+    client
+        .batch_execute("SELECT pg_catalog.set_config('statement_timeout', '0', false)")
+        .map_err(ctx("clearing statement_timeout"))?;
     let all = datasets(&mut client)?;
     let chosen: Vec<String> = if only.is_empty() {
         all.clone()
@@ -139,6 +146,7 @@ pub struct EraseResult {
 pub fn erase(database_url: Option<&str>, dataset: &str, key: &str) -> Result<EraseResult, DbError> {
     let cfg = db::config(database_url)?;
     let mut client = db::connect(&cfg)?;
+    db::act_as_retention_owner(&mut client)?;
     let all = datasets(&mut client)?;
     if !all.iter().any(|d| d == dataset) {
         return Err(DbError(format!(
@@ -146,7 +154,10 @@ pub fn erase(database_url: Option<&str>, dataset: &str, key: &str) -> Result<Era
             all.join(", ")
         )));
     }
-    let sql = format!("SELECT * FROM retention.erase({}, $1)", lit(dataset));
+    let sql = format!(
+        "SELECT * FROM retention.erase({}::text, $1::text)",
+        lit(dataset)
+    );
     let r = client.query_one(sql.as_str(), &[&key]).map_err(|e| {
         DbError(format!(
             "erasure in `{dataset}` failed: {}",

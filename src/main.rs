@@ -215,6 +215,9 @@ fn main() -> ExitCode {
             };
             match pgretain::apply::apply(&opts) {
                 Ok(r) => {
+                    for w in &r.warnings {
+                        eprintln!("warning: {w}");
+                    }
                     if dry_run {
                         println!("-- dry run: nothing was changed");
                         for (m, sql) in r.migrations.iter().zip(&r.sql) {
@@ -225,8 +228,15 @@ fn main() -> ExitCode {
                         }
                         for j in &r.jobs {
                             println!(
-                                "-- job {} `{}` in database {} would run: {}",
-                                j.name, j.schedule, j.database, j.command
+                                "-- job {} `{}` in database {}{} would run: {}",
+                                j.name,
+                                j.schedule,
+                                j.database,
+                                j.username
+                                    .as_deref()
+                                    .map(|u| format!(" as role {u}"))
+                                    .unwrap_or_default(),
+                                j.command
                             );
                         }
                         for j in &r.removed_jobs {
@@ -241,8 +251,15 @@ fn main() -> ExitCode {
                         }
                         for j in &r.jobs {
                             println!(
-                                "scheduled {} `{}` in database {}: {}",
-                                j.name, j.schedule, j.database, j.command
+                                "scheduled {} `{}` in database {}{}: {}",
+                                j.name,
+                                j.schedule,
+                                j.database,
+                                j.username
+                                    .as_deref()
+                                    .map(|u| format!(" as role {u}"))
+                                    .unwrap_or_default(),
+                                j.command
                             );
                         }
                         for j in &r.removed_jobs {

@@ -38,6 +38,47 @@ pub struct Policy {
     pub overrides: Vec<Override>,
     /// Legal holds, in policy order.
     pub holds: Vec<Hold>,
+    /// Who may do what in the database; `None`: everything belongs to the
+    /// role that runs `apply` (SPEC §3 "Access").
+    #[serde(default)]
+    pub access: Option<Access>,
+    /// How long `retention.run_log` keeps a run's record.
+    #[serde(default = "default_run_log_keep")]
+    pub run_log_keep: Duration,
+    /// Where `run_log_keep` is written; `None`: the default.
+    #[serde(default)]
+    pub run_log_keep_source: Option<Source>,
+}
+
+/// `run_log_keep` when the policy does not set it: 400 days (SPEC §3).
+pub fn default_run_log_keep() -> Duration {
+    Duration {
+        n: 400,
+        unit: Unit::Day,
+    }
+}
+
+/// The roles of SPEC §3 "Access".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// Owns schema `retention`, everything in it and the dataset tables;
+    /// the pg_cron jobs run as it.
+    pub owner: String,
+    /// Read and write the datasets' rows and tenant settings; call erase.
+    pub application: Vec<String>,
+    /// Read settings, holds, the run log and the expired-row views.
+    pub readers: Vec<String>,
+    /// Where `access` is written.
+    pub source: Source,
+}
+
+impl Access {
+    /// Every role named, owner first.
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.owner.as_str())
+            .chain(self.application.iter().map(String::as_str))
+            .chain(self.readers.iter().map(String::as_str))
+    }
 }
 
 /// One column of a table pgretain creates.

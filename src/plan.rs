@@ -20,7 +20,6 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::{SimpleQueryMessage, Transaction};
 
-use crate::apply::HISTORY_TABLE;
 use crate::compile::{read_state, STATE_FILE};
 use crate::db::{self, ctx, DbError};
 use crate::render::ident;
@@ -660,16 +659,11 @@ fn pending_migrations(
         )));
     }
     migrations.sort_by_key(|m| m.version());
-    let has_history: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])
-        .map_err(ctx("looking for the migration history"))?
-        .get(0);
-    let applied = if has_history {
-        let mut runner = refinery::Runner::new(&migrations);
-        runner.set_migration_table_name(HISTORY_TABLE);
+    let applied = if let Some(history) = crate::db::history_table(client)? {
+        let runner = crate::apply::runner(&migrations, &history);
         runner.get_applied_migrations(client).map_err(|e| {
             DbError(format!(
-                "reading the migration history ({HISTORY_TABLE}) failed: {e}"
+                "reading the migration history ({history}) failed: {e}"
             ))
         })?
     } else {

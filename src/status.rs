@@ -194,6 +194,8 @@ pub struct JobStatus {
     pub schedule: String,
     pub command: String,
     pub database: String,
+    /// The role it runs as.
+    pub username: String,
     pub active: bool,
     /// Its latest run in `cron.job_run_details`.
     pub last_run: Option<JobRun>,
@@ -535,7 +537,7 @@ pub(crate) fn cron_installed(cron: &mut Client) -> Result<bool, DbError> {
 pub(crate) fn job(cron: &mut Client, name: &str) -> Result<Option<JobStatus>, DbError> {
     let Some(r) = cron
         .query_opt(
-            "SELECT jobid, schedule, command, database, active, jobname
+            "SELECT jobid, schedule, command, database, active, jobname::text, username
                FROM cron.job WHERE jobname = $1 ORDER BY jobid LIMIT 1",
             &[&name],
         )
@@ -563,6 +565,7 @@ pub(crate) fn job(cron: &mut Client, name: &str) -> Result<Option<JobStatus>, Db
         schedule: r.get(1),
         command: r.get(2),
         database: r.get(3),
+        username: r.get(6),
         active: r.get(4),
         last_run: last,
     }))

@@ -27,7 +27,7 @@ use postgres::types::Type;
 use postgres::{Client, Transaction};
 use serde::Serialize;
 
-use crate::apply::{job_for, HISTORY_TABLE};
+use crate::apply::job_for;
 use crate::compile::read_state;
 use crate::db::{self, ctx, DbError};
 use crate::render::ident;
@@ -88,6 +88,8 @@ pub enum FindingKind {
     JobInactive,
     /// A job runs in another database than the data's.
     JobWrongDatabase,
+    /// A job runs as another role than `access.owner`.
+    JobWrongRole,
     /// A job's command is not the compiled one.
     JobCommandChanged,
     /// A job's schedule is not the compiled one.
@@ -123,6 +125,7 @@ impl FindingKind {
             FindingKind::JobMissing => "job_missing",
             FindingKind::JobInactive => "job_inactive",
             FindingKind::JobWrongDatabase => "job_wrong_database",
+            FindingKind::JobWrongRole => "job_wrong_role",
             FindingKind::JobCommandChanged => "job_command_changed",
             FindingKind::JobScheduleChanged => "job_schedule_changed",
             FindingKind::JobUnexpected => "job_unexpected",
@@ -279,6 +282,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     check_jobs(
         &mut cron,
         &state.policy.datasets,
+        state.policy.access.as_ref().map(|a| a.owner.as_str()),
         &data_db,
         &cron_db,
         &mut report,
@@ -313,15 +317,14 @@ fn check_migrations(
     report: &mut VerifyReport,
 ) -> Result<(), DbError> {
     let dir = opts.generated_dir.display();
-    let has_history: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])
-        .map_err(ctx("looking for the migration history"))?
-        .get(0);
-    let applied: BTreeMap<i64, (String, Option<String>, Option<String>)> = if has_history {
+    let history = db::history_table(client)?;
+    let applied: BTreeMap<i64, (String, Option<String>, Option<String>)> = if let Some(history) =
+        history
+    {
         client
             .query(
                 &format!(
-                    "SELECT version::int8, name::text, checksum::text, applied_on::text FROM {HISTORY_TABLE} ORDER BY version"
+                    "SELECT version::int8, name::text, checksum::text, applied_on::text FROM {history} ORDER BY version"
                 ),
                 &[],
             )
@@ -378,6 +381,7 @@ fn check_migrations(
 fn check_jobs(
     cron: &mut Client,
     compiled: &[crate::model::Dataset],
+    owner: Option<&str>,
     data_db: &str,
     cron_db: &str,
     report: &mut VerifyReport,
@@ -394,7 +398,7 @@ fn check_jobs(
         return Ok(());
     }
     for ds in compiled {
-        let want = job_for(ds, data_db);
+        let want = job_for(ds, data_db, owner);
         let name = Some(ds.name.as_str());
         let Some(job) = status::job(cron, &want.name)? else {
             finding(
@@ -427,6 +431,17 @@ fn check_jobs(
                 format!(
                     "job {} runs in database {}, not {}, where the data is: run `pgretain apply` (it re-creates the job)",
                     job.name, job.database, want.database
+                ),
+            );
+        }
+        if let Some(u) = want.username.as_deref().filter(|u| *u != job.username) {
+            finding(
+                report,
+                FindingKind::JobWrongRole,
+                name,
+                format!(
+                    "job {} runs as role `{}`, not as `{u}`, the owner named in `access`: run `pgretain apply` (it re-creates the job)",
+                    job.name, job.username
                 ),
             );
         }

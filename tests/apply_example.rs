@@ -12,6 +12,7 @@ use pgretain::compile::{compile, CompileOptions, CompileOutcome};
 #[test]
 fn example_policy_applies_and_schedules_jobs() {
     let cluster = Cluster::start();
+    cluster.create_example_roles();
     let url = cluster.create_database("app");
     let gen = tempfile::tempdir().unwrap();
     let out = compile(&CompileOptions {

@@ -303,8 +303,18 @@ fn holds_outrank_erasure_and_erasure_is_logged() {
         )
         .unwrap()
         .get(0);
+    // The key is logged as its SHA-256 hash, never in clear (SPEC §3).
+    let hash: String = c
+        .query_one(
+            "SELECT encode(sha256(convert_to('c-1', 'UTF8')), 'hex')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert!(
-        logged.contains("c-1") && logged.contains("litigation"),
+        logged.contains(&format!("erase_by sha256 = {hash}"))
+            && !logged.contains("c-1")
+            && logged.contains("litigation"),
         "{logged}"
     );
     // The CLI says the same and exits 1.

@@ -55,10 +55,16 @@ fn schema_describes_a_policy_file() {
         "datasets",
         "overrides",
         "holds",
+        "access",
+        "run_log_keep",
     ] {
         assert!(props.contains_key(key), "top level lacks `{key}`");
     }
-    assert_eq!(props.len(), 6, "{:?}", props.keys());
+    assert_eq!(props.len(), 8, "{:?}", props.keys());
+    // `access` is a closed mapping that requires its owner.
+    let access = resolve(&root, &props["access"]["anyOf"][0]);
+    assert_eq!(access["additionalProperties"], Value::Bool(false));
+    assert_eq!(strings(&access["required"]), ["owner"]);
     assert_eq!(strings(&root["required"]), ["version"]);
     assert_eq!(root["properties"]["version"]["minimum"], 1);
     assert_eq!(root["properties"]["version"]["maximum"], 1);

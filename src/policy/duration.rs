@@ -142,6 +142,24 @@ impl Duration {
         }
     }
 
+    /// The interval's three fields as PostgreSQL stores them: months, days
+    /// and microseconds (hours). Weeks are days, years are months.
+    pub fn fields(&self) -> Fields {
+        let n = self.n as i64;
+        let (months, days, micros) = match self.unit {
+            Unit::Hour => (0, 0, n * 3_600_000_000),
+            Unit::Day => (0, n, 0),
+            Unit::Week => (0, 7 * n, 0),
+            Unit::Month => (n, 0, 0),
+            Unit::Year => (12 * n, 0, 0),
+        };
+        Fields {
+            months,
+            days,
+            micros,
+        }
+    }
+
     /// An upper bound of the interval's length in days (a month counted as 31
     /// days, a year as 366): for sizing partitions.
     pub fn max_days(&self) -> u64 {
@@ -153,6 +171,68 @@ impl Duration {
             Unit::Month => n * 31,
             Unit::Year => n * 366,
         }
+    }
+}
+
+/// An interval's fields (months, days, microseconds), as PostgreSQL keeps
+/// them and applies them to a timestamp: months first, then days, then time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    pub months: i64,
+    pub days: i64,
+    pub micros: i64,
+}
+
+impl Fields {
+    /// Whether `self` gives every row a deadline at least as late as `other`
+    /// does, whatever the row's time, applied the way PostgreSQL adds an
+    /// interval to a timestamp in UTC: months first (clamped to the month's
+    /// end), then days, then time. Month lengths vary, so `1 month` is not at
+    /// least `29 days` (February) and `30 days` is not at least `1 month`
+    /// (January). The database's check of run-time tenant settings
+    /// (`retention.keep_at_least`) applies the same rule, so `check` and the
+    /// database agree.
+    ///
+    /// Exact: when both sides have months and days or time, it compares
+    /// the two deadlines from every start that can differ, which are the 1st,
+    /// 29th, 30th and 31st of every month of one 400-year Gregorian cycle
+    /// (from any other day neither addition clamps, so the 1st stands for it).
+    pub fn at_least(&self, other: &Fields) -> bool {
+        const DAY: i128 = 86_400_000_000;
+        let flat = |f: &Fields| f.days as i128 * DAY + f.micros as i128;
+        if self.months == other.months {
+            return flat(self) >= flat(other);
+        }
+        if flat(self) == 0 && flat(other) == 0 {
+            return self.months >= other.months;
+        }
+        let add = |start: chrono::NaiveDate, f: &Fields| -> Option<chrono::NaiveDateTime> {
+            let months = chrono::Months::new(u32::try_from(f.months).ok()?);
+            let d = start.checked_add_months(months)?;
+            d.and_hms_opt(0, 0, 0)?
+                .checked_add_signed(chrono::TimeDelta::days(f.days))?
+                .checked_add_signed(chrono::TimeDelta::microseconds(f.micros))
+        };
+        for year in 2000..2400 {
+            for month in 1..=12 {
+                for day in [1, 29, 30, 31] {
+                    let Some(start) = chrono::NaiveDate::from_ymd_opt(year, month, day) else {
+                        continue;
+                    };
+                    match (add(start, self), add(start, other)) {
+                        (Some(a), Some(b)) if a >= b => {}
+                        _ => return false,
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// No field is negative: the interval moves every timestamp forward or
+    /// leaves it, never back (`1 month -29 days` moves a February row back).
+    pub fn is_forward(&self) -> bool {
+        self.months >= 0 && self.days >= 0 && self.micros >= 0
     }
 }
 
@@ -205,6 +285,34 @@ mod tests {
             Duration::parse("99999999999999999999 days"),
             Err(DurationError::TooLong)
         );
+    }
+
+    fn f(text: &str) -> Fields {
+        Duration::parse(text).unwrap().fields()
+    }
+
+    #[test]
+    fn at_least_holds_for_every_row_time() {
+        assert!(f("1 month").at_least(&f("28 days")));
+        assert!(!f("1 month").at_least(&f("29 days")), "February");
+        assert!(!f("30 days").at_least(&f("1 month")), "January");
+        assert!(f("31 days").at_least(&f("1 month")));
+        assert!(f("1 year").at_least(&f("12 months")));
+        assert!(f("12 months").at_least(&f("1 year")));
+        assert!(f("2 days").at_least(&f("48 hours")));
+        assert!(!f("47 hours").at_least(&f("2 days")));
+        assert!(f("1 hour").at_least(&f("1 hour")));
+        assert!(f("2 months").at_least(&f("1 month")));
+        assert!(f("1 month").at_least(&f("1 hour")));
+        assert!(f("1 year").at_least(&f("365 days")));
+        assert!(!f("1 year").at_least(&f("366 days")), "common years");
+        assert!(!f("10 years").at_least(&f("3653 days")));
+        assert!(
+            f("10 years").at_least(&f("3651 days")),
+            "2096-02-29 + 10 years, 2100 is no leap year"
+        );
+        assert!(!f("10 years").at_least(&f("3652 days")));
+        assert!(!f("3652 days").at_least(&f("10 years")), "three leap days");
     }
 
     #[test]

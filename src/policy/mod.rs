@@ -26,7 +26,7 @@ use crate::model::Policy;
 pub(crate) use messages::suggest;
 use messages::{and_list, describe_serde_error, list, scalar_text, value_kind, yaml_error};
 use position::{Pos, PositionIndex, Seg};
-use spec::{DatasetSpec, HoldSpec, OverrideSpec, PolicyFile};
+use spec::{AccessSpec, DatasetSpec, HoldSpec, OverrideSpec, PolicyFile};
 
 /// The top-level keys of a policy file (kept in step with `PolicyFile` by a test).
 pub const TOP_LEVEL_KEYS: &[&str] = &[
@@ -36,6 +36,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "datasets",
     "overrides",
     "holds",
+    "access",
+    "run_log_keep",
 ];
 
 /// One policy file: its text, positions and parsed content.
@@ -177,6 +179,10 @@ pub(crate) struct ParsedFile {
     pub overrides: Vec<(usize, OverrideSpec)>,
     /// Holds that deserialized, with their index in the file.
     pub holds: Vec<(usize, HoldSpec)>,
+    /// `access`, when present and well-formed.
+    pub access: Option<AccessSpec>,
+    /// `run_log_keep`, when present and text.
+    pub run_log_keep: Option<String>,
     /// `environments` is present but invalid (reported): the allowed
     /// environments are unknown, so names are not checked against them.
     pub environments_invalid: bool,
@@ -405,6 +411,8 @@ fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedFile> {
         datasets: Vec::new(),
         overrides: Vec::new(),
         holds: Vec::new(),
+        access: None,
+        run_log_keep: None,
         environments_invalid: false,
         datasets_invalid: false,
         reported: Vec::new(),
@@ -463,6 +471,26 @@ fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedFile> {
                     value,
                     &path,
                     "`schedule`",
+                    diags,
+                    &mut file.reported,
+                )
+            }
+            "access" => {
+                file.access = de(
+                    &file.src,
+                    value,
+                    &path,
+                    "`access`",
+                    diags,
+                    &mut file.reported,
+                )
+            }
+            "run_log_keep" => {
+                file.run_log_keep = de(
+                    &file.src,
+                    value,
+                    &path,
+                    "`run_log_keep`",
                     diags,
                     &mut file.reported,
                 )

@@ -42,6 +42,36 @@ pub struct PolicyFile {
     /// Legal holds: nothing they match is removed while they last.
     #[serde(default)]
     pub holds: Vec<HoldSpec>,
+    /// Who may do what in the database: the role that owns the retention
+    /// machinery and runs its jobs, the application's roles, and the readers
+    /// of the evidence. Strongly recommended; in one policy file only.
+    #[serde(default)]
+    pub access: Option<AccessSpec>,
+    /// How long `retention.run_log` keeps a run's record, e.g. `400 days`
+    /// (the default). Enforcement runs remove older records.
+    #[serde(default)]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub run_log_keep: Option<String>,
+}
+
+/// The roles of the database and what each may do (SPEC §3 "Access").
+/// Role names are lowercase identifiers; each role appears once.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSpec {
+    /// The role that owns schema `retention` and everything in it, owns the
+    /// dataset tables, and runs the pg_cron jobs. Must exist, must not be a
+    /// superuser, and must be able to log in (pg_cron connects as it).
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub owner: String,
+    /// Roles that read and write the datasets' rows, write run-time tenant
+    /// settings within the bounds, and call `retention.erase()`.
+    #[serde(default)]
+    pub application: Vec<String>,
+    /// Roles that may read the settings, holds, the run log and the
+    /// `retention.expired_<dataset>` views, and nothing else.
+    #[serde(default)]
+    pub readers: Vec<String>,
 }
 
 /// A dataset: one table whose rows pgretain enforces retention on.

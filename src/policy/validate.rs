@@ -12,7 +12,7 @@ use super::position::Seg;
 use super::spec::{ChangesApplyTo, DatasetSpec, Granularity, OnExpiry};
 use super::{suggest, At, ParsedFile, SourceFile};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{Archive, Column, Dataset, Hold, Override, Policy, Source};
+use crate::model::{Access, Archive, Column, Dataset, Hold, Override, Policy, Source};
 use crate::ypath;
 
 /// Schemas pgretain must never create tables in.
@@ -57,10 +57,37 @@ fn is_ident(s: &str) -> bool {
 
 const IDENT_HELP: &str = "use lowercase letters, digits and `_`, starting with a letter or `_`, at most 63 characters (pgretain quotes every identifier, but refuses names that would need quoting)";
 
-/// A value compared with data at run time (tenant, environment): any
-/// printable text without control characters; quoting makes it safe.
+/// A value compared with data at run time (tenant, environment): free text
+/// (SPEC §2), so anything PostgreSQL text can hold, which is every character
+/// but NUL; not empty, and short enough for the settings tables' indexes.
+/// Quoting makes it data wherever it appears.
 fn is_value(s: &str) -> bool {
-    !s.trim().is_empty() && !s.chars().any(char::is_control) && s.len() <= 200
+    !s.is_empty() && !s.contains('\0') && s.len() <= MAX_VALUE
+}
+
+/// Longest tenant or environment value, in bytes.
+const MAX_VALUE: usize = 200;
+
+/// Longest reason (of a hold or override), in bytes: it is part of a unique
+/// key of `retention.hold`, and a btree entry must fit in a page.
+const MAX_REASON: usize = 1000;
+
+/// Free text (a description, owner, legal basis, reason) may contain
+/// anything, newlines, quotes and SQL included: it is rendered as data. Only
+/// NUL cannot be stored in PostgreSQL text. Reports it and returns false when
+/// `text` holds one.
+fn free_text(cx: &mut Ctx, src: &SourceFile, path: &[Seg], what: &str, text: &str) -> bool {
+    if text.contains('\0') {
+        cx.err(
+            src,
+            path,
+            At::Value,
+            format!("{what} contains a NUL character (`\\0`), which PostgreSQL text cannot store"),
+            "remove the `\\0` escape from the text",
+        );
+        return false;
+    }
+    true
 }
 
 struct Ctx<'a> {
@@ -142,7 +169,7 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                         &f.src,
                         &ypath!["environments", i],
                         At::Value,
-                        format!("environment `{e}` is not a usable value"),
+                        format!("environment `{e}` is empty, longer than {MAX_VALUE} bytes, or holds a NUL character"),
                         "use a short name such as `draft` or `live`",
                     );
                 }
@@ -183,6 +210,8 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         }
     }
     let env_list: Vec<String> = environments.map(|(e, _)| e).unwrap_or_default();
+    let access = access(&mut cx, files);
+    let (run_log_keep, run_log_keep_source) = run_log_keep(&mut cx, files);
     // An invalid `environments` (reported) leaves the allowed names unknown;
     // an invalid `datasets` leaves some dataset names unknown. Checking
     // references against them would only repeat that error.
@@ -267,9 +296,17 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                         &f.src,
                         &ypath!["overrides", *i, "tenant"],
                         At::Value,
-                        format!("{what} has an empty or unusable tenant"),
+                        format!("{what}: `tenant` is empty, longer than {MAX_VALUE} bytes, or holds a NUL character"),
                         "write the tenant's id, e.g. `tenant: \"bot-42\"`",
                     );
+                }
+            }
+            if let Some(r) = &o.reason {
+                let rpath = ypath!["overrides", *i, "reason"];
+                if free_text(&mut cx, &f.src, &rpath, &format!("{what}: `reason`"), r)
+                    && r.len() > MAX_REASON
+                {
+                    cx.err(&f.src, &rpath, At::Value, format!("{what}: `reason` is longer than {MAX_REASON} bytes"), "say why in a sentence or two, and point to the document that holds the rest");
                 }
             }
             if let Some(e) = &o.environment {
@@ -385,6 +422,17 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                     "say why the data is held, e.g. `reason: \"litigation hold 2026-14\"`",
                 );
                 ok = false;
+            } else if !free_text(
+                &mut cx,
+                &f.src,
+                &ypath!["holds", *i, "reason"],
+                &format!("{what}: `reason`"),
+                &h.reason,
+            ) {
+                ok = false;
+            } else if h.reason.len() > MAX_REASON {
+                cx.err(&f.src, &ypath!["holds", *i, "reason"], At::Value, format!("{what}: `reason` is longer than {MAX_REASON} bytes"), "name the case in a sentence, e.g. `reason: \"litigation hold 2026-14\"`, and keep the rest in the case file");
+                ok = false;
             }
             if let Some(u) = &h.until {
                 if chrono::NaiveDate::parse_from_str(u.trim(), "%Y-%m-%d").is_err() {
@@ -420,7 +468,7 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                         &f.src,
                         &ypath!["holds", *i, "tenant"],
                         At::Value,
-                        format!("{what} has an empty or unusable tenant"),
+                        format!("{what}: `tenant` is empty, longer than {MAX_VALUE} bytes, or holds a NUL character"),
                         "write the tenant's id, e.g. `tenant: \"bot-7\"`",
                     );
                     ok = false;
@@ -513,7 +561,7 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
                     tenant: h.tenant.clone(),
                     environment: h.environment.clone(),
                     datasets,
-                    reason: h.reason.trim().to_string(),
+                    reason: h.reason.clone(),
                     until: h.until.as_ref().map(|u| u.trim().to_string()),
                     source: source(&f.src, &ypath!["holds", *i]),
                 });
@@ -545,6 +593,164 @@ pub(super) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         datasets: found.into_iter().filter_map(|f| f.model).collect(),
         overrides,
         holds,
+        access,
+        run_log_keep,
+        run_log_keep_source,
+    }
+}
+
+/// Why a role name cannot be used in `access`, if it cannot.
+fn bad_role(name: &str) -> Option<&'static str> {
+    if !is_ident(name) {
+        Some("is not a lowercase identifier")
+    } else if name == "public" {
+        Some("is `public`, which means every role")
+    } else if name.starts_with("pg_") {
+        Some("starts with `pg_`, which PostgreSQL reserves for its predefined roles")
+    } else if matches!(
+        name,
+        "current_user" | "current_role" | "session_user" | "none" | "all"
+    ) {
+        Some("is a reserved word where PostgreSQL expects a role")
+    } else {
+        None
+    }
+}
+
+/// `access`: in one file at most; each role once across the three lists.
+fn access(cx: &mut Ctx, files: &[ParsedFile]) -> Option<Access> {
+    let mut found: Option<(Access, &ParsedFile)> = None;
+    for f in files {
+        let Some(a) = &f.access else { continue };
+        if let Some((_, first)) = &found {
+            let mut d = f.src.diag(
+                &ypath!["access"],
+                At::Key,
+                "`access` is declared in two policy files".into(),
+                Some("declare `access` once, in one file of the policy".into()),
+            );
+            d.note = Some(format!(
+                "first declared at {}:{}",
+                first.src.display.display(),
+                first.src.index.key(&ypath!["access"]).line
+            ));
+            cx.push(d);
+            continue;
+        }
+        let mut ok = true;
+        // Every role with where it is written, in order.
+        let mut named: Vec<(String, Vec<Seg>)> = vec![(a.owner.clone(), ypath!["access", "owner"])];
+        for (i, r) in a.application.iter().enumerate() {
+            named.push((r.clone(), ypath!["access", "application", i]));
+        }
+        for (i, r) in a.readers.iter().enumerate() {
+            named.push((r.clone(), ypath!["access", "readers", i]));
+        }
+        let mut seen: BTreeMap<&str, &Vec<Seg>> = BTreeMap::new();
+        for (role, path) in &named {
+            if f.was_reported(path) {
+                ok = false;
+                continue;
+            }
+            if let Some(why) = bad_role(role) {
+                cx.err(
+                    &f.src,
+                    path,
+                    At::Value,
+                    format!("`access`: role `{role}` {why}"),
+                    "name a role of the database in lowercase letters, digits and `_` (create it with `CREATE ROLE name`), not `public` or a `pg_` role",
+                );
+                ok = false;
+                continue;
+            }
+            if let Some(first) = seen.get(role.as_str()) {
+                let list = |p: &[Seg]| match p.get(1) {
+                    Some(Seg::Key(k)) => k.clone(),
+                    _ => String::new(),
+                };
+                let mut d = f.src.diag(
+                    path,
+                    At::Value,
+                    if list(first) == list(path) {
+                        format!("`access`: role `{role}` is listed twice in `{}`", list(path))
+                    } else {
+                        format!(
+                            "`access`: role `{role}` is both in `{}` and in `{}`",
+                            list(first),
+                            list(path)
+                        )
+                    },
+                    Some("give each role one part: the owner runs the machinery, application roles write data, readers only read; use separate roles".into()),
+                );
+                d.note = Some(format!(
+                    "first named at {}:{}",
+                    f.src.display.display(),
+                    f.src.index.value(first).line
+                ));
+                cx.push(d);
+                ok = false;
+                continue;
+            }
+            seen.insert(role.as_str(), path);
+        }
+        if ok {
+            found = Some((
+                Access {
+                    owner: a.owner.clone(),
+                    application: a.application.clone(),
+                    readers: a.readers.clone(),
+                    source: source(&f.src, &ypath!["access"]),
+                },
+                f,
+            ));
+        } else {
+            // Reported; remember the file so a second `access` is still caught.
+            found = found.or(Some((
+                Access {
+                    owner: String::new(),
+                    application: Vec::new(),
+                    readers: Vec::new(),
+                    source: source(&f.src, &ypath!["access"]),
+                },
+                f,
+            )));
+        }
+    }
+    found.map(|(a, _)| a).filter(|a| !a.owner.is_empty())
+}
+
+/// `run_log_keep`: a duration, the same in every file that sets it.
+fn run_log_keep(cx: &mut Ctx, files: &[ParsedFile]) -> (Duration, Option<Source>) {
+    let mut found: Option<(Duration, &ParsedFile)> = None;
+    for f in files {
+        let Some(text) = &f.run_log_keep else {
+            continue;
+        };
+        let Some(d) = cx.duration(&f.src, &ypath!["run_log_keep"], text, "`run_log_keep`") else {
+            continue;
+        };
+        match &found {
+            None => found = Some((d, f)),
+            Some((first, ff)) if *first != d => {
+                let mut diag = f.src.diag(
+                    &ypath!["run_log_keep"],
+                    At::Value,
+                    format!("`run_log_keep` `{d}` differs from `{first}` in another policy file"),
+                    Some("set `run_log_keep` once, or to the same duration in every file".into()),
+                );
+                diag.note = Some(format!(
+                    "first set at {}:{}",
+                    ff.src.display.display(),
+                    ff.src.index.key(&ypath!["run_log_keep"]).line
+                ));
+                cx.push(diag);
+            }
+            Some(_) => {}
+        }
+    }
+    match found {
+        Some((d, f)) => (d, Some(source(&f.src, &ypath!["run_log_keep"]))),
+        None => (crate::model::default_run_log_keep(), None),
     }
 }
 
@@ -619,18 +825,31 @@ fn choices(word: &str, names: &[&str]) -> String {
     }
 }
 
-/// `Some(why)` when `keep` lies outside the dataset's [min_keep, max_keep].
+/// `Some(why)` when `keep` lies outside the dataset's [min_keep, max_keep]
+/// for some row: bounds are compared as PostgreSQL applies intervals to a
+/// row's time (`Fields::at_least`), so `1 month` is below a `min_keep` of
+/// `30 days` (February rows), as the database's check of tenant settings
+/// agrees.
 fn bounds(ds: &Dataset, keep: Duration) -> Option<String> {
-    // Compare lengths only, as PostgreSQL does: `30 days` equals `1 month`
-    // and is within a `min_keep` of `1 month`, as the database's check agrees.
+    // "for some rows" when it depends on the row's month (`1 month` against
+    // `30 days`); plainly below or above otherwise.
+    let some = |always: bool| {
+        if always {
+            ""
+        } else {
+            " for some rows (months last 28 to 31 days)"
+        }
+    };
     if let Some(min) = ds.min_keep {
-        if keep.pg_micros() < min.pg_micros() {
-            return Some(format!("is below `min_keep` ({min})"));
+        if !keep.fields().at_least(&min.fields()) {
+            let always = min.fields().at_least(&keep.fields());
+            return Some(format!("is below `min_keep` ({min}){}", some(always)));
         }
     }
     if let Some(max) = ds.max_keep {
-        if keep.pg_micros() > max.pg_micros() {
-            return Some(format!("is above `max_keep` ({max})"));
+        if !max.fields().at_least(&keep.fields()) {
+            let always = keep.fields().at_least(&max.fields());
+            return Some(format!("is above `max_keep` ({max}){}", some(always)));
         }
     }
     None
@@ -643,7 +862,7 @@ fn bounds_help(ds: &Dataset) -> String {
         (None, Some(b)) => format!("at most {b}"),
         (None, None) => String::new(),
     };
-    format!("choose a retention {range} for dataset `{}`, or widen its bounds (PostgreSQL compares intervals counting a month as 30 days and a year as 360 days)", ds.name)
+    format!("choose a retention {range} for dataset `{}`, or widen its bounds (a retention in months and a bound in days compare for the shortest and longest months: write both in the same unit)", ds.name)
 }
 
 /// Validate one dataset; `None` when it has errors (already reported).
@@ -699,6 +918,15 @@ fn dataset(
             format!("{what} has an empty `description`"),
             "say in a sentence what the data is; reports show it to auditors",
         );
+    }
+    for (key, text) in [
+        ("description", Some(&s.description)),
+        ("owner", s.owner.as_ref()),
+        ("legal_basis", s.legal_basis.as_ref()),
+    ] {
+        if let Some(text) = text {
+            free_text(cx, src, &p(key), &format!("{what}: `{key}`"), text);
+        }
     }
 
     // Table.
@@ -909,12 +1137,19 @@ fn dataset(
         .as_ref()
         .and_then(|t| cx.duration(src, &p("max_keep"), t, &format!("{what}: `max_keep`")));
     if let (Some(a), Some(b)) = (min_keep, max_keep) {
-        if a.pg_micros() > b.pg_micros() {
+        if !b.fields().at_least(&a.fields()) {
             cx.err(
                 src,
                 &p("min_keep"),
                 At::Value,
-                format!("{what}: `min_keep` ({a}) is above `max_keep` ({b})"),
+                format!(
+                    "{what}: `min_keep` ({a}) is above `max_keep` ({b}){}",
+                    if a.fields().at_least(&b.fields()) {
+                        ""
+                    } else {
+                        " for some rows (months last 28 to 31 days)"
+                    }
+                ),
                 "make `min_keep` at most `max_keep`",
             );
         }
@@ -928,7 +1163,7 @@ fn dataset(
         cx.err(src, &p(if s.min_keep.is_some() { "min_keep" } else { "max_keep" }), At::Key, format!("{what} sets bounds but has neither a `tenant` nor an `environment` column, so nothing can vary its retention"), "declare `tenant:` (for per-tenant settings) or remove `min_keep` / `max_keep`");
     }
     let bounds_ok =
-        !matches!((min_keep, max_keep), (Some(a), Some(b)) if a.pg_micros() > b.pg_micros());
+        !matches!((min_keep, max_keep), (Some(a), Some(b)) if !b.fields().at_least(&a.fields()));
     if let (Some(k), true) = (keep, bounds_ok) {
         let tmp = Dataset {
             min_keep,
@@ -1059,12 +1294,12 @@ fn dataset(
                 );
             }
             for (j, k) in keys.iter().enumerate() {
-                if k.trim().is_empty() || k.chars().any(char::is_control) {
+                if k.is_empty() || k.contains('\0') {
                     cx.err(
                         src,
                         &ypath!["datasets", name, "sensitive", col, j],
                         At::Value,
-                        format!("{what}: sensitive key #{} of `{col}` is empty", j + 1),
+                        format!("{what}: sensitive key #{} of `{col}` is empty or holds a NUL character", j + 1),
                         "write the JSON key's name, e.g. `password`",
                     );
                 }
@@ -1084,7 +1319,7 @@ fn dataset(
     });
     Some(Dataset {
         name: name.to_string(),
-        description: s.description.trim().to_string(),
+        description: s.description.clone(),
         owner: s.owner.clone(),
         legal_basis: s.legal_basis.clone(),
         schema,

@@ -9,17 +9,22 @@
 //! with no policy input at all. Output is deterministic: same model, same
 //! bytes.
 
-use sea_query::{
-    Alias, ColumnDef, Expr, Index, IntoIden, PostgresQueryBuilder, QueryBuilder, QuotedBuilder,
-    TableBuilder, Value,
-};
+use sea_query::{Alias, ColumnDef, Expr, Index, PostgresQueryBuilder, TableBuilder};
 
 use crate::model::{ChangesApplyTo, Dataset, Duration, Granularity, Hold, Override, Policy};
 
+pub mod access;
+pub mod text;
+
+pub use text::{comment, dollar_quoted, ident, lit};
+
 /// Version of `runtime.sql`. Bump it whenever the file changes: compile then
 /// emits a migration that installs the new runtime (old migration files are
-/// never rewritten, since refinery checksums them).
-pub const RUNTIME_VERSION: u32 = 1;
+/// never rewritten, since refinery checksums them). Version 2: pinned
+/// search_path everywhere, SECURITY DEFINER where the application reaches
+/// the machinery, unforgeable stamps, a run that goes on past a failing
+/// partition, erasure by typed key, keys logged as hashes.
+pub const RUNTIME_VERSION: u32 = 2;
 
 /// The shared machinery of the `retention` schema.
 pub const RUNTIME_SQL: &str = include_str!("runtime.sql");
@@ -28,16 +33,21 @@ pub const RUNTIME_SQL: &str = include_str!("runtime.sql");
 /// (`changes_apply_to: new_rows`).
 pub const STAMP_COLUMN: &str = "retention_keep";
 
-/// A quoted identifier: `"app"`, `"we""ird"`.
-pub fn ident(name: &str) -> String {
-    let mut s = String::new();
-    PostgresQueryBuilder.prepare_iden(&Alias::new(name).into_iden(), &mut s);
-    s
-}
+/// How far into the future a sliding clock may be moved by an update:
+/// activity cannot happen later than now, give or take clock skew. A later
+/// value is brought back to now plus this margin, with a warning.
+pub const SLIDING_CEILING: &str = "1 hour";
 
-/// A quoted string literal: `'bot-42'`, `E'it\'s'`.
-pub fn lit(text: &str) -> String {
-    PostgresQueryBuilder.value_to_string(&Value::String(Some(text.to_string())))
+/// FNV-1a, 64 bit: a stable content hash, for detecting hand edits of
+/// migrations and for making long object names unique (not a security
+/// measure; refinery checksums applied files).
+pub fn fnv1a64(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// An interval literal: `interval '365 days'`.
@@ -62,12 +72,23 @@ pub fn archive_relation(ds: &Dataset) -> Option<String> {
 
 /// The name of the enforcement procedure the job calls.
 pub fn procedure(ds: &Dataset) -> String {
-    format!("retention.{}", ident(&format!("enforce_{}", ds.name)))
+    procedure_named(&ds.name)
+}
+
+/// The enforcement procedure of the dataset named `dataset`.
+pub fn procedure_named(dataset: &str) -> String {
+    format!("retention.{}", ident(&format!("enforce_{dataset}")))
 }
 
 /// The exact command stored in the pg_cron job.
 pub fn job_command(ds: &Dataset) -> String {
-    format!("CALL {}()", procedure(ds))
+    job_command_named(&ds.name)
+}
+
+/// The job command of the dataset named `dataset`: what `pgretain run`
+/// runs, and what the report shows.
+pub fn job_command_named(dataset: &str) -> String {
+    format!("CALL {}()", procedure_named(dataset))
 }
 
 /// Future partitions kept ready, by granularity: two weeks of days, eight
@@ -99,15 +120,20 @@ pub fn header(files: &[String], title: &str) -> String {
     s.push_str("-- policy and run `pgretain compile`; applied files are checksummed.\n");
     s.push_str("--\n-- Policy files:\n");
     for f in files {
-        s.push_str(&format!("--   {f}\n"));
+        s.push_str(&format!("--   {}\n", comment(f)));
     }
     s.push_str(&format!("--\n-- {title}\n\n"));
     s
 }
 
 /// A comment line naming the dataset and the rule a statement group implements.
+/// `what` is free text (it may name tenants, reasons): made safe here.
 fn rule(ds_name: &str, what: &str, source: &dyn std::fmt::Display) -> String {
-    format!("-- {ds_name}: {what} ({source})\n")
+    format!(
+        "-- {ds_name}: {} ({})\n",
+        comment(what),
+        comment(&source.to_string())
+    )
 }
 
 /// `INSERT INTO retention.dataset … ON CONFLICT DO UPDATE`: the dataset's
@@ -171,13 +197,32 @@ pub fn dataset_settings(ds: &Dataset) -> String {
             "how long they stay there",
         ),
         ("schedule", lit(&ds.schedule), "enforcement job, GMT"),
+        ("description", lit(&ds.description), "what the data is"),
+        (
+            "owner",
+            opt(ds.owner.as_deref().map(lit)),
+            "who answers for it",
+        ),
+        (
+            "legal_basis",
+            opt(ds.legal_basis.as_deref().map(lit)),
+            "why it may be kept",
+        ),
         (
             "source",
             lit(&ds.source.to_string()),
             "where the policy defines it",
         ),
     ];
-    let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0) + 1;
+    // Comments line up after the values, except after a long one (free
+    // text such as the description), which is followed by one space.
+    let width = rows
+        .iter()
+        .map(|r| r.1.len())
+        .filter(|l| *l <= 48)
+        .max()
+        .unwrap_or(0)
+        + 1;
     let mut s = format!(
         "INSERT INTO retention.dataset ({})
 VALUES (
@@ -186,10 +231,9 @@ VALUES (
     );
     for (i, (col, value, what)) in rows.iter().enumerate() {
         let comma = if i + 1 < rows.len() { "," } else { " " };
-        s.push_str(&format!(
-            "    {:<width$}-- {col}: {what}\n",
-            format!("{value}{comma}")
-        ));
+        let cell = format!("{value}{comma}");
+        let pad = width.saturating_sub(cell.len()).max(1);
+        s.push_str(&format!("    {cell}{:pad$}-- {col}: {what}\n", ""));
     }
     s.push_str(
         ")
@@ -215,7 +259,8 @@ pub fn dataset_create(ds: &Dataset) -> String {
     s.push_str("-- ===========================================================================\n");
     s.push_str(&format!(
         "-- Dataset {name} ({}): {}\n",
-        ds.source, ds.description
+        comment(&ds.source.to_string()),
+        comment(&ds.description)
     ));
     s.push_str(&format!(
         "-- Table {}, range-partitioned by {} on {}.\n",
@@ -252,10 +297,7 @@ pub fn dataset_create(ds: &Dataset) -> String {
             "the table, range-partitioned on the retention clock",
             &ds.source,
         ));
-        s.push_str(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {};\n",
-            ident(&ds.schema)
-        ));
+        s.push_str(&create_schema(&ds.schema));
         s.push_str(&table_guard(ds));
         // Each column rendered by sea-query, one per line for review.
         let mut defs: Vec<String> = Vec::new();
@@ -300,7 +342,7 @@ pub fn dataset_create(ds: &Dataset) -> String {
         ));
     }
     s.push_str(&format!(
-        "\n-- {name}: rows outside every partition (far past or future) land here and are enforced too ({})\n", ds.source
+        "\n-- {name}: rows outside every partition (far past or future) land here and are enforced too ({})\n", comment(&ds.source.to_string())
     ));
     s.push_str(&format!(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF {rel} DEFAULT;\n",
@@ -308,7 +350,7 @@ pub fn dataset_create(ds: &Dataset) -> String {
     ));
     s.push_str(&format!(
         "\n-- {name}: indexes for enforcement, holds and erasure ({})\n",
-        ds.source
+        comment(&ds.source.to_string())
     ));
     s.push_str(&index(ds, &ds.schema, &ds.table, &[&ds.time]));
     if let Some(t) = &ds.tenant {
@@ -322,12 +364,9 @@ pub fn dataset_create(ds: &Dataset) -> String {
         let arch = qualified(&a.schema, &ds.table);
         s.push_str(&format!(
             "\n-- {name}: the archive (on_expiry: archive), partitioned by month of the rows' deadline ({})\n",
-            ds.source
+            comment(&ds.source.to_string())
         ));
-        s.push_str(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {};\n",
-            ident(&a.schema)
-        ));
+        s.push_str(&create_schema(&a.schema));
         s.push_str(&format!(
             "CREATE TABLE IF NOT EXISTS {arch} (\n    LIKE {rel},\n    archived_at timestamptz NOT NULL,\n    retention_deadline timestamptz NOT NULL\n) PARTITION BY RANGE (retention_deadline);\n"
         ));
@@ -345,7 +384,7 @@ pub fn dataset_create(ds: &Dataset) -> String {
     s.push_str(&format!(
         "\n-- {name}: the current partition and {} ahead ({})\n",
         premake(ds.partition),
-        ds.source
+        comment(&ds.source.to_string())
     ));
     s.push_str(&format!("SELECT retention.premake({});\n", lit(name)));
     s
@@ -359,7 +398,7 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     if full.len() <= 63 {
         return full;
     }
-    let hash = crate::compile::fnv1a64(full.as_bytes());
+    let hash = fnv1a64(full.as_bytes());
     let keep = 63 - suffix.len() - 9;
     let cut: String = base.chars().take(keep).collect();
     format!("{cut}_{}{suffix}", &hash[..8])
@@ -370,10 +409,24 @@ pub fn object_name(base: &str, suffix: &str) -> String {
 /// would otherwise silently keep a table of another shape.
 fn table_guard(ds: &Dataset) -> String {
     let rel = lit(&relation(ds));
-    format!(
-        "DO $guard$\nBEGIN\n    IF to_regclass({rel}) IS NOT NULL AND NOT EXISTS (\n        SELECT 1 FROM pg_catalog.pg_partitioned_table p\n          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]\n         WHERE p.partrelid = to_regclass({rel}) AND p.partstrat = 'r' AND p.partnatts = 1\n           AND a.attname = {time}) THEN\n        RAISE EXCEPTION 'pgretain: table % already exists and is not range-partitioned on %', {rel}, {time}\n            USING HINT = 'pgretain creates this table itself; rename or drop the existing table, or point the dataset at another table name. Nothing was applied.';\n    END IF;\nEND\n$guard$;\n",
+    let body = format!(
+        "\nBEGIN\n    IF pg_catalog.to_regclass({rel}) IS NOT NULL AND NOT EXISTS (\n        SELECT 1 FROM pg_catalog.pg_partitioned_table p\n          JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]\n         WHERE p.partrelid = pg_catalog.to_regclass({rel}) AND p.partstrat = 'r' AND p.partnatts = 1\n           AND a.attname = {time}) THEN\n        RAISE EXCEPTION 'pgretain: table % already exists and is not range-partitioned on %', {rel}, {time}\n            USING HINT = 'pgretain creates this table itself; rename or drop the existing table, or point the dataset at another table name. Nothing was applied.';\n    END IF;\nEND\n",
         time = lit(&ds.time),
-    )
+    );
+    format!("DO {};\n", dollar_quoted("guard", &body))
+}
+
+/// The schema, unless it exists (not `CREATE SCHEMA IF NOT EXISTS`, which
+/// needs the right to create schemas in the database even when the schema
+/// exists: the owner role of `access` has none, and the migration's opening
+/// made the schema already).
+fn create_schema(schema: &str) -> String {
+    let body = format!(
+        "\nBEGIN\n    IF pg_catalog.to_regnamespace({}) IS NULL THEN\n        CREATE SCHEMA {};\n    END IF;\nEND\n",
+        lit(&ident(schema)),
+        ident(schema)
+    );
+    format!("DO {};\n", dollar_quoted("schema", &body))
 }
 
 /// One column definition, rendered by sea-query.
@@ -396,37 +449,59 @@ fn index(ds: &Dataset, schema: &str, table: &str, cols: &[&str]) -> String {
     format!("{};\n", i.to_string(PostgresQueryBuilder))
 }
 
+/// A trigger function of the dataset: SECURITY DEFINER, so it runs as the
+/// owner of schema retention whoever writes the row (the application has no
+/// rights on the machinery it reads), with a pinned search_path. The body
+/// is dollar-quoted with a tag it does not contain.
+fn trigger_function(fname: &str, body: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {fname}()\nRETURNS trigger\nLANGUAGE plpgsql\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nSET IntervalStyle = 'postgres'\nAS {};\n",
+        dollar_quoted("body", body)
+    )
+}
+
 /// Triggers: sensitive keys stripped, retention stamped, sliding clock.
 pub fn triggers(ds: &Dataset) -> String {
     let mut s = String::new();
     let rel = relation(ds);
     let name = &ds.name;
+    let src = comment(&ds.source.to_string());
     if !ds.sensitive.is_empty() {
         let fname = format!("retention.{}", ident(&format!("{name}_strip_sensitive")));
         s.push_str(&format!(
-            "\n-- {name}: sensitive values are stripped by the database on every write, so they never reach disk ({})\n",
-            ds.source
+            "\n-- {name}: sensitive values are stripped by the database on every write of their column, so they never reach disk ({src})\n"
         ));
-        s.push_str(&format!(
-            "CREATE OR REPLACE FUNCTION {fname}()\nRETURNS trigger\nLANGUAGE plpgsql\nSET search_path = pg_catalog, pg_temp\nAS $body$\nBEGIN\n"
-        ));
+        let mut body = String::from("\nBEGIN\n");
         for (col, keys) in &ds.sensitive {
             let arr = keys.iter().map(|k| lit(k)).collect::<Vec<_>>().join(", ");
             let is_json = ds.column(col).is_some_and(|c| c.ty.sql_type == "json");
             let c = ident(col);
+            // An UPDATE that leaves the column as it was costs nothing more.
+            let cast = if is_json { "::text" } else { "" };
+            body.push_str(&format!(
+                "    IF TG_OP = 'INSERT' OR NEW.{c}{cast} IS DISTINCT FROM OLD.{c}{cast} THEN\n"
+            ));
             if is_json {
-                s.push_str(&format!(
-                    "    NEW.{c} := retention.strip_keys(NEW.{c}::jsonb, ARRAY[{arr}]::text[])::json;\n"
+                body.push_str(&format!(
+                    "        NEW.{c} := retention.strip_keys(NEW.{c}::jsonb, ARRAY[{arr}]::text[])::json;\n"
                 ));
             } else {
-                s.push_str(&format!(
-                    "    NEW.{c} := retention.strip_keys(NEW.{c}, ARRAY[{arr}]::text[]);\n"
+                body.push_str(&format!(
+                    "        NEW.{c} := retention.strip_keys(NEW.{c}, ARRAY[{arr}]::text[]);\n"
                 ));
             }
+            body.push_str("    END IF;\n");
         }
-        s.push_str("    RETURN NEW;\nEND\n$body$;\n");
+        body.push_str("    RETURN NEW;\nEND\n");
+        s.push_str(&trigger_function(&fname, &body));
+        let cols = ds
+            .sensitive
+            .iter()
+            .map(|(c, _)| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
         s.push_str(&format!(
-            "CREATE OR REPLACE TRIGGER pgretain_strip_sensitive\n    BEFORE INSERT OR UPDATE ON {rel}\n    FOR EACH ROW EXECUTE FUNCTION {fname}();\n"
+            "CREATE OR REPLACE TRIGGER pgretain_strip_sensitive\n    BEFORE INSERT OR UPDATE OF {cols} ON {rel}\n    FOR EACH ROW EXECUTE FUNCTION {fname}();\n"
         ));
     }
     if ds.changes_apply_to == ChangesApplyTo::NewRows {
@@ -435,21 +510,21 @@ pub fn triggers(ds: &Dataset) -> String {
             .tenant
             .as_ref()
             .map(|t| format!("NEW.{}::text", ident(t)))
-            .unwrap_or_else(|| "NULL".into());
+            .unwrap_or_else(|| "NULL::text".into());
         let env = ds
             .environment
             .as_ref()
             .map(|t| format!("NEW.{}::text", ident(t)))
-            .unwrap_or_else(|| "NULL".into());
+            .unwrap_or_else(|| "NULL::text".into());
         s.push_str(&format!(
-            "\n-- {name}: changes_apply_to: new_rows: each row is stamped with the retention in force\n-- when it was inserted, and keeps it ({})\n",
-            ds.source
+            "\n-- {name}: changes_apply_to: new_rows: each row is stamped with the retention in force\n-- when it was inserted, and keeps it; what the application sends is ignored ({src})\n"
         ));
-        s.push_str(&format!(
-            "CREATE OR REPLACE FUNCTION {fname}()\nRETURNS trigger\nLANGUAGE plpgsql\nSET search_path = pg_catalog, pg_temp\nAS $body$\nBEGIN\n    IF TG_OP = 'UPDATE' THEN\n        NEW.{stamp} := OLD.{stamp};   -- a row keeps its stamp for life\n    ELSE\n        -- a row moved between partitions by an UPDATE arrives already stamped\n        NEW.{stamp} := coalesce(NEW.{stamp}, retention.keep_for({}, {tenant}, {env}));\n    END IF;\n    RETURN NEW;\nEND\n$body$;\n",
-            lit(name),
+        let body = format!(
+            "\nBEGIN\n    IF TG_OP = 'UPDATE' THEN\n        NEW.{stamp} := OLD.{stamp};   -- a row keeps its stamp for life\n    ELSIF NEW.{stamp} IS NULL OR NOT EXISTS (\n            SELECT 1 FROM retention.keep_history h\n             WHERE h.dataset = {l}::text AND h.keep_text = NEW.{stamp}::text) THEN\n        -- A new row: the retention in force now, whatever the INSERT said.\n        -- (A row an UPDATE moves to another partition arrives here as an\n        -- INSERT carrying its stamp, a value the dataset has given: kept.)\n        NEW.{stamp} := retention.keep_for({l}::text, {tenant}, {env});\n    END IF;\n    RETURN NEW;\nEND\n",
+            l = lit(name),
             stamp = ident(STAMP_COLUMN),
-        ));
+        );
+        s.push_str(&trigger_function(&fname, &body));
         s.push_str(&format!(
             "CREATE OR REPLACE TRIGGER pgretain_stamp_keep\n    BEFORE INSERT OR UPDATE ON {rel}\n    FOR EACH ROW EXECUTE FUNCTION {fname}();\n"
         ));
@@ -458,12 +533,14 @@ pub fn triggers(ds: &Dataset) -> String {
         let fname = format!("retention.{}", ident(&format!("{name}_sliding_clock")));
         let t = ident(&ds.time);
         s.push_str(&format!(
-            "\n-- {name}: sliding: expiry counts from the latest activity; the clock never moves back ({})\n",
-            ds.source
+            "\n-- {name}: sliding: expiry counts from the latest activity; the clock never moves back,\n-- and never more than {SLIDING_CEILING} past now: a mistaken far-future value is brought back ({src})\n"
         ));
-        s.push_str(&format!(
-            "CREATE OR REPLACE FUNCTION {fname}()\nRETURNS trigger\nLANGUAGE plpgsql\nSET search_path = pg_catalog, pg_temp\nAS $body$\nBEGIN\n    NEW.{t} := greatest(OLD.{t}, NEW.{t});\n    RETURN NEW;\nEND\n$body$;\n"
-        ));
+        let body = format!(
+            "\nDECLARE\n    v_ceiling timestamptz := now() + interval {ceiling};\nBEGIN\n    IF NEW.{t} > v_ceiling THEN\n        RAISE WARNING 'pgretain: %.% = % is more than {SLIDING_CEILING} in the future; stored as %',\n            TG_TABLE_NAME, {tl}, NEW.{t}, v_ceiling;\n        NEW.{t} := v_ceiling;\n    END IF;\n    IF OLD.{t} <= v_ceiling THEN   -- a far-future value from before may be corrected\n        NEW.{t} := greatest(OLD.{t}, NEW.{t});\n    END IF;\n    RETURN NEW;\nEND\n",
+            ceiling = lit(SLIDING_CEILING),
+            tl = lit(&ds.time),
+        );
+        s.push_str(&trigger_function(&fname, &body));
         s.push_str(&format!(
             "CREATE OR REPLACE TRIGGER pgretain_sliding_clock\n    BEFORE UPDATE ON {rel}\n    FOR EACH ROW EXECUTE FUNCTION {fname}();\n"
         ));
@@ -471,16 +548,19 @@ pub fn triggers(ds: &Dataset) -> String {
     s
 }
 
-/// The per-dataset procedure the pg_cron job calls.
+/// The per-dataset procedure the pg_cron job calls. It does not pin its
+/// search_path itself: retention.enforce() does, first thing, and puts the
+/// caller's back at the end (the only name resolved here is the
+/// schema-qualified `retention.enforce(text, timestamptz)`).
 pub fn procedure_sql(ds: &Dataset) -> String {
     format!(
         "\n-- {name}: the enforcement procedure its pg_cron job calls: `{cmd}` ({src})\n\
          CREATE OR REPLACE PROCEDURE {proc}(p_now timestamptz DEFAULT NULL)\n\
-         LANGUAGE plpgsql\nAS $body$\nBEGIN\n    CALL retention.enforce({l}, p_now);\nEND\n$body$;\n\
+         LANGUAGE plpgsql\nAS $body$\nBEGIN\n    CALL retention.enforce({l}::text, p_now);\nEND\n$body$;\n\
          COMMENT ON PROCEDURE {proc}(timestamptz) IS {comment};\n",
         name = ds.name,
         cmd = job_command(ds),
-        src = ds.source,
+        src = comment(&ds.source.to_string()),
         proc = procedure(ds),
         l = lit(&ds.name),
         comment = lit(&format!(
@@ -507,25 +587,33 @@ pub fn expired_condition(ds: &Dataset, at: &str) -> String {
     let keep = if ds.changes_apply_to == ChangesApplyTo::NewRows {
         format!("t.{}", ident(STAMP_COLUMN))
     } else {
-        format!("retention.keep_for({}, {tenant}, {env})", lit(&ds.name))
+        format!(
+            "retention.keep_for({}::text, {tenant}, {env})",
+            lit(&ds.name)
+        )
     };
     format!(
-        "(t.{time} AT TIME ZONE 'UTC') + {keep} < ({at} AT TIME ZONE 'UTC')\n  AND NOT retention.is_held({name}, {tenant}, {env}, {at})",
+        "(t.{time} AT TIME ZONE 'UTC'::text) + {keep} < ({at} AT TIME ZONE 'UTC'::text)\n  AND NOT retention.is_held({name}::text, {tenant}, {env}, {at})",
         time = ident(&ds.time),
         name = lit(&ds.name),
     )
 }
 
+/// The name of the view of a dataset's expired rows (a contract: SPEC §3).
+pub fn expired_view_name(ds: &Dataset) -> String {
+    format!("retention.{}", ident(&format!("expired_{}", ds.name)))
+}
+
 /// A view of exactly the rows the next enforcement run would remove.
 pub fn expired_view(ds: &Dataset) -> String {
-    let view = format!("retention.{}", ident(&format!("expired_{}", ds.name)));
     format!(
         "\n-- {name}: exactly the rows a run starting now would remove ({src})\n\
          CREATE OR REPLACE VIEW {view} AS\nSELECT t.* FROM {rel} t\nWHERE {cond};\n",
         name = ds.name,
-        src = ds.keep_source,
+        src = comment(&ds.keep_source.to_string()),
+        view = expired_view_name(ds),
         rel = relation(ds),
-        cond = expired_condition(ds, "now()"),
+        cond = expired_condition(ds, "pg_catalog.now()"),
     )
 }
 
@@ -553,7 +641,8 @@ pub fn environments(envs: &[String]) -> String {
     s
 }
 
-fn who(tenant: Option<&str>, env: Option<&str>) -> String {
+/// "tenant bot-42, environment live": free text, made safe by `rule`.
+pub fn who(tenant: Option<&str>, env: Option<&str>) -> String {
     match (tenant, env) {
         (Some(t), Some(e)) => format!("tenant {t}, environment {e}"),
         (Some(t), None) => format!("tenant {t}"),
@@ -581,8 +670,8 @@ pub fn override_delete(o: &Override) -> String {
     format!(
         "-- {}: override for {} removed from the policy (was at {})\nDELETE FROM retention.policy_override\n WHERE dataset = {} AND tenant IS NOT DISTINCT FROM {} AND environment IS NOT DISTINCT FROM {};\n",
         o.dataset,
-        who(o.tenant.as_deref(), o.environment.as_deref()),
-        o.source,
+        comment(&who(o.tenant.as_deref(), o.environment.as_deref())),
+        comment(&o.source.to_string()),
         lit(&o.dataset),
         opt_lit(o.tenant.as_deref()),
         opt_lit(o.environment.as_deref()),
@@ -607,9 +696,9 @@ pub fn hold_upsert(h: &Hold, dataset: &str) -> String {
 pub fn hold_delete(h: &Hold, dataset: &str) -> String {
     format!(
         "-- {dataset}: legal hold on {} ({}) removed from the policy (was at {}); its rows are enforced at the next run\nDELETE FROM retention.hold\n WHERE dataset = {} AND tenant IS NOT DISTINCT FROM {} AND environment IS NOT DISTINCT FROM {} AND reason = {};\n",
-        who(h.tenant.as_deref(), h.environment.as_deref()),
-        h.reason,
-        h.source,
+        comment(&who(h.tenant.as_deref(), h.environment.as_deref())),
+        comment(&h.reason),
+        comment(&h.source.to_string()),
         lit(dataset),
         opt_lit(h.tenant.as_deref()),
         opt_lit(h.environment.as_deref()),
@@ -624,7 +713,11 @@ pub fn initial(policy: &Policy) -> String {
         &policy.files,
         "V1: the retention runtime and every dataset of the policy.",
     );
+    s.push_str(&access::prologue(policy, None));
+    s.push('\n');
     s.push_str(RUNTIME_SQL);
+    s.push('\n');
+    s.push_str(&config(policy));
     s.push('\n');
     s.push_str(&environments(&policy.environments));
     for ds in &policy.datasets {
@@ -645,5 +738,21 @@ pub fn initial(policy: &Policy) -> String {
             }
         }
     }
+    s.push('\n');
+    s.push_str(&access::epilogue(policy, true));
     s
+}
+
+/// The policy-wide settings row (`retention.config`).
+pub fn config(policy: &Policy) -> String {
+    format!(
+        "-- run_log_keep: retention.run_log keeps each run's record for {}; the runs remove older ones ({})\nUPDATE retention.config SET run_log_keep = {};\n",
+        policy.run_log_keep,
+        policy
+            .run_log_keep_source
+            .as_ref()
+            .map(|s| comment(&s.to_string()))
+            .unwrap_or_else(|| "the default: the policy does not set run_log_keep".into()),
+        interval(policy.run_log_keep)
+    )
 }

@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------
--- pgretain runtime, version 1: the `retention` schema's machinery.
+-- pgretain runtime, version 2: the `retention` schema's machinery.
 --
 -- Everything pgretain needs in the database lives in schema `retention`:
 --   retention.dataset          one row per policy dataset (written by migrations only)
@@ -8,13 +8,45 @@
 --   retention.hold             legal holds (migrations only)
 --   retention.tenant_setting   run-time per-tenant settings, written by the application
 --   retention.keep_history     every retention a row could have been stamped with
+--   retention.config           policy-wide settings (how long the run log is kept)
 --   retention.run_log          one row per enforcement run or erasure: the evidence
+--   retention.fingerprint      every routine as apply left it (pgretain verify)
 -- and the functions below. Dates are computed in UTC, whatever the session's
 -- TimeZone: a row's deadline is (time AT TIME ZONE 'UTC') + retention.
--- Every statement is idempotent: re-running this migration changes nothing.
+--
+-- Safe among other roles (SPEC §3 "Access"):
+--   * every function runs with search_path pinned to pg_catalog, pg_temp
+--     (a SET clause, or a SQL-standard body, whose names are bound when it
+--     is created), and every object is named schema-qualified, so nothing
+--     another role creates in public or elsewhere is ever executed; the
+--     enforcement procedure, which commits and so cannot have a SET clause,
+--     pins its search_path first thing;
+--   * literals are typed where an operator is chosen (0::float8, not 0);
+--   * functions the application reaches (the triggers on its tables, erase)
+--     are SECURITY DEFINER: they run as the owner of schema retention, with
+--     exactly the rights the machinery needs, never the caller's;
+--   * nobody but the owner may execute anything here unless granted
+--     (PUBLIC's EXECUTE is revoked at the end of every migration).
+--   * timestamps and intervals that pass through text (partition bounds,
+--     dynamic SQL) do so under TimeZone UTC, DateStyle ISO and IntervalStyle
+--     postgres, set by the functions themselves, so the session's settings
+--     never change what is created or removed.
+--
+-- Every statement is idempotent and upgrades version 1 in place: re-running
+-- this file changes nothing, and running it over version 1 keeps every
+-- setting, hold and run log row.
 -- ---------------------------------------------------------------------------
 
-CREATE SCHEMA IF NOT EXISTS retention;
+-- (Not CREATE SCHEMA IF NOT EXISTS: that needs the right to create schemas
+-- in the database even when the schema exists, which the owner role of
+-- `access` does not have; the migration's opening made the schema.)
+DO $schema$
+BEGIN
+    IF pg_catalog.to_regnamespace('retention') IS NULL THEN
+        CREATE SCHEMA retention;
+    END IF;
+END
+$schema$;
 COMMENT ON SCHEMA retention IS 'pgretain: data-retention machinery (generated; do not edit by hand)';
 
 CREATE TABLE IF NOT EXISTS retention.dataset (
@@ -37,6 +69,11 @@ CREATE TABLE IF NOT EXISTS retention.dataset (
     lock_timeout       text NOT NULL DEFAULT '5s',
     source             text NOT NULL              -- where the dataset is defined in the policy
 );
+-- Version 2: the policy's words about the data, stored exactly as written.
+ALTER TABLE retention.dataset
+    ADD COLUMN IF NOT EXISTS description text,    -- what the data is
+    ADD COLUMN IF NOT EXISTS owner text,          -- who answers for it (a person; not a role)
+    ADD COLUMN IF NOT EXISTS legal_basis text;    -- why it may be kept
 
 CREATE TABLE IF NOT EXISTS retention.environment (
     name text PRIMARY KEY
@@ -74,11 +111,49 @@ CREATE TABLE IF NOT EXISTS retention.tenant_setting (
 COMMENT ON TABLE retention.tenant_setting IS
     'Run-time retention per tenant (and environment), written by the application within the dataset''s min_keep/max_keep';
 
+-- keep_history: every retention a row of a dataset may carry. Two intervals
+-- PostgreSQL calls equal (`1 month` and `30 days`) give different deadlines,
+-- so values are told apart by their exact text, `keep_text` (IntervalStyle
+-- postgres, filled by the trigger below), not by `=`.
 CREATE TABLE IF NOT EXISTS retention.keep_history (
-    dataset text NOT NULL,
-    keep    interval NOT NULL,
-    PRIMARY KEY (dataset, keep)
+    dataset   text NOT NULL,
+    keep      interval NOT NULL,
+    keep_text text NOT NULL,
+    PRIMARY KEY (dataset, keep_text),
+    CONSTRAINT keep_history_sane CHECK (keep > interval '0' AND keep <= interval '1000 years')
 );
+-- Version 1 kept (dataset, keep) as its key, and no bounds: upgrade in place.
+-- A value outside (0, 1000 years] cannot be anyone's retention (no setting
+-- accepts it) and would only overflow the arithmetic of a run: it goes.
+ALTER TABLE retention.keep_history ADD COLUMN IF NOT EXISTS keep_text text;
+DO $upgrade$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                WHERE conrelid = 'retention.keep_history'::pg_catalog.regclass
+                  AND conname = 'keep_history_pkey'
+                  AND pg_catalog.array_length(conkey, 1) = 2
+                  AND conkey[2] = (SELECT attnum FROM pg_catalog.pg_attribute
+                                    WHERE attrelid = 'retention.keep_history'::pg_catalog.regclass
+                                      AND attname = 'keep')) THEN
+        PERFORM pg_catalog.set_config('IntervalStyle', 'postgres', true);
+        DELETE FROM retention.keep_history
+         WHERE NOT (keep > interval '0' AND keep <= interval '1000 years');
+        UPDATE retention.keep_history SET keep_text = keep::text WHERE keep_text IS NULL;
+        ALTER TABLE retention.keep_history DROP CONSTRAINT keep_history_pkey;
+        ALTER TABLE retention.keep_history ALTER COLUMN keep_text SET NOT NULL,
+            ADD PRIMARY KEY (dataset, keep_text),
+            ADD CONSTRAINT keep_history_sane CHECK (keep > interval '0' AND keep <= interval '1000 years');
+    END IF;
+END
+$upgrade$;
+
+-- config: one row of policy-wide settings, written by migrations.
+CREATE TABLE IF NOT EXISTS retention.config (
+    id           boolean PRIMARY KEY DEFAULT true CHECK (id),
+    run_log_keep interval NOT NULL DEFAULT interval '400 days'
+                 CHECK (run_log_keep > interval '0')   -- run_log rows older than this are removed by the runs
+);
+INSERT INTO retention.config (id) VALUES (true) ON CONFLICT (id) DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS retention.run_log (
     id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -90,7 +165,7 @@ CREATE TABLE IF NOT EXISTS retention.run_log (
     outcome              text NOT NULL DEFAULT 'running'
                          CHECK (outcome IN ('running', 'ok', 'partial', 'failed', 'skipped')),
     partitions_dropped   text[] NOT NULL DEFAULT '{}',
-    partitions_skipped   text[] NOT NULL DEFAULT '{}',   -- left for the next run (lock timeout)
+    partitions_skipped   text[] NOT NULL DEFAULT '{}',   -- left for the next run; the detail says why
     rows_deleted         bigint NOT NULL DEFAULT 0,      -- removed row by row
     rows_in_dropped      bigint NOT NULL DEFAULT 0,      -- estimated rows of dropped partitions
     rows_archived        bigint NOT NULL DEFAULT 0,
@@ -99,6 +174,47 @@ CREATE TABLE IF NOT EXISTS retention.run_log (
     detail               text
 );
 CREATE INDEX IF NOT EXISTS run_log_dataset_started ON retention.run_log (dataset, started_at);
+-- Version 2: who ran it (the login role: pg_cron's job role, or the
+-- application's role for an erasure), recorded by the machinery itself.
+-- (Rows of version 1 leave it NULL: who ran them was not recorded.)
+ALTER TABLE retention.run_log ADD COLUMN IF NOT EXISTS run_by text;
+ALTER TABLE retention.run_log ALTER COLUMN run_by SET DEFAULT session_user;
+-- Version 2 logs erasure keys as a SHA-256 hash, not in clear. Version 1
+-- logged `erase_by = '<key>'`: those keys become their hash.
+DO $upgrade$
+DECLARE
+    r record;
+    v_quoted text;
+    v_rest text;
+BEGIN
+    FOR r IN SELECT id, detail FROM retention.run_log
+              WHERE action = 'erase' AND detail LIKE 'erase_by = %' LOOP
+        -- quote_literal() wrote the key: '...' with '' for a quote, or E'...'
+        -- when it held a backslash.
+        v_quoted := substring(r.detail FROM '^erase_by = (E?''(?:[^'']|'''')*'')');
+        v_rest := pg_catalog.substr(r.detail, 12 + pg_catalog.length(coalesce(v_quoted, '')));
+        UPDATE retention.run_log
+           SET detail = CASE
+               WHEN v_quoted IS NULL OR v_quoted LIKE 'E%' THEN
+                   'erase_by sha256 unknown (key removed from the log by the runtime upgrade to version 2)' || coalesce(v_rest, '')
+               ELSE
+                   'erase_by sha256 = ' || pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                       pg_catalog.replace(pg_catalog.substr(v_quoted, 2, pg_catalog.length(v_quoted) - 2), '''''', ''''),
+                       'UTF8')), 'hex') || v_rest
+               END
+         WHERE id = r.id;
+    END LOOP;
+END
+$upgrade$;
+
+-- fingerprint: every routine of schema retention as apply left it
+-- (md5 of its definition), so `pgretain verify` finds hand edits.
+CREATE TABLE IF NOT EXISTS retention.fingerprint (
+    routine text PRIMARY KEY,   -- signature: retention.keep_for(text,text,text)
+    md5     text NOT NULL       -- md5(pg_get_functiondef(oid))
+);
+COMMENT ON TABLE retention.fingerprint IS
+    'pgretain: every routine of schema retention as apply left it; pgretain verify reports hand edits';
 
 -- keep_for(dataset, tenant, environment): the retention in force for a row
 -- (SPEC §3), in this order, the first that applies:
@@ -108,39 +224,36 @@ CREATE INDEX IF NOT EXISTS run_log_dataset_started ON retention.run_log (dataset
 --   3. the run-time tenant setting (environment-specific beats all-environments);
 --   4. a policy override for the environment;
 --   5. the dataset's keep.
--- No SET clause, so the planner can inline it into the enforcement queries;
--- every name is schema-qualified instead.
+-- A SQL-standard body: its names and operators are bound when it is created
+-- (under the migration's pinned search_path), and the planner still inlines
+-- it into the enforcement queries.
 CREATE OR REPLACE FUNCTION retention.keep_for(p_dataset text, p_tenant text, p_environment text)
 RETURNS interval
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-    SELECT coalesce(
-        (SELECT o.keep FROM retention.policy_override o
-          WHERE o.dataset = p_dataset AND o.tenant = p_tenant
-            AND (o.environment = p_environment OR o.environment IS NULL)
-          ORDER BY o.environment IS NULL LIMIT 1),
-        (SELECT s.keep FROM retention.tenant_setting s
-          WHERE s.dataset = p_dataset AND s.tenant = p_tenant
-            AND (s.environment = p_environment OR s.environment IS NULL)
-          ORDER BY s.environment IS NULL LIMIT 1),
-        (SELECT o.keep FROM retention.policy_override o
-          WHERE o.dataset = p_dataset AND o.tenant IS NULL AND o.environment = p_environment),
-        (SELECT d.keep FROM retention.dataset d WHERE d.name = p_dataset))
-$$;
+RETURN coalesce(
+    (SELECT o.keep FROM retention.policy_override o
+      WHERE o.dataset = p_dataset AND o.tenant = p_tenant
+        AND (o.environment = p_environment OR o.environment IS NULL)
+      ORDER BY o.environment IS NULL LIMIT 1),
+    (SELECT s.keep FROM retention.tenant_setting s
+      WHERE s.dataset = p_dataset AND s.tenant = p_tenant
+        AND (s.environment = p_environment OR s.environment IS NULL)
+      ORDER BY s.environment IS NULL LIMIT 1),
+    (SELECT o.keep FROM retention.policy_override o
+      WHERE o.dataset = p_dataset AND o.tenant IS NULL AND o.environment = p_environment),
+    (SELECT d.keep FROM retention.dataset d WHERE d.name = p_dataset));
 
 -- is_held(dataset, tenant, environment, at): whether an active legal hold
 -- covers a row. A hold is active through the end of its `until` day (UTC).
 CREATE OR REPLACE FUNCTION retention.is_held(p_dataset text, p_tenant text, p_environment text, p_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM retention.hold h
-         WHERE h.dataset = p_dataset
-           AND (h.tenant IS NULL OR h.tenant = p_tenant)
-           AND (h.environment IS NULL OR h.environment = p_environment)
-           AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC') < (h.until + 1)::timestamp))
-$$;
+RETURN EXISTS (
+    SELECT 1 FROM retention.hold h
+     WHERE h.dataset = p_dataset
+       AND (h.tenant IS NULL OR h.tenant = p_tenant)
+       AND (h.environment IS NULL OR h.environment = p_environment)
+       AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp));
 
 -- calendar_slack(r): how far calendar arithmetic can move a deadline. Adding
 -- months clamps to the month's end (Jan 31 + 1 month = Feb 28), so two times
@@ -150,32 +263,81 @@ $$;
 CREATE OR REPLACE FUNCTION retention.calendar_slack(p_keep interval)
 RETURNS interval
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE WHEN date_part('year', p_keep) <> 0 OR date_part('month', p_keep) <> 0
-                THEN interval '4 days' ELSE interval '0' END
-$$;
+RETURN CASE WHEN date_part('year'::text, p_keep) <> 0::float8 OR date_part('month'::text, p_keep) <> 0::float8
+            THEN interval '4 days' ELSE interval '0' END;
 
 -- possible_keeps(dataset): every retention a row of the dataset can have at
 -- this moment: the dataset's keep, its overrides and tenant settings, and, for
--- `changes_apply_to: new_rows`, every value ever stamped.
+-- `changes_apply_to: new_rows`, every value ever stamped. Values PostgreSQL
+-- calls equal but that differ (`1 month`, `30 days`) are both returned.
 CREATE OR REPLACE FUNCTION retention.possible_keeps(p_dataset text)
 RETURNS SETOF interval
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = 'postgres'
 AS $$
-    SELECT d.keep FROM retention.dataset d WHERE d.name = p_dataset
-    UNION SELECT o.keep FROM retention.policy_override o WHERE o.dataset = p_dataset
-    UNION SELECT s.keep FROM retention.tenant_setting s WHERE s.dataset = p_dataset
-    UNION SELECT h.keep FROM retention.keep_history h JOIN retention.dataset d ON d.name = h.dataset
-           WHERE h.dataset = p_dataset AND d.new_rows
+    SELECT DISTINCT ON (k::text) k
+      FROM (SELECT d.keep FROM retention.dataset d WHERE d.name = p_dataset
+            UNION ALL SELECT o.keep FROM retention.policy_override o WHERE o.dataset = p_dataset
+            UNION ALL SELECT s.keep FROM retention.tenant_setting s WHERE s.dataset = p_dataset
+            UNION ALL SELECT h.keep FROM retention.keep_history h JOIN retention.dataset d ON d.name = h.dataset
+                       WHERE h.dataset = p_dataset AND d.new_rows) AS x(k)
+     ORDER BY k::text
 $$;
 
+-- keep_at_least(a, b): whether retention `a` gives every row a deadline at
+-- least as late as `b` does, whatever the row's time: intervals are applied
+-- as PostgreSQL applies them to a timestamp in UTC (months, clamped to the
+-- month's end, then days, then time), and months last 28 to 31 days, so
+-- `1 month` is not at least `29 days` (February rows) and `30 days` is not
+-- at least `1 month` (January rows). When both have months and days or time
+-- it compares the two deadlines from every start that can differ: the 1st,
+-- 29th, 30th and 31st of every month of one 400-year Gregorian cycle. The
+-- policy check (`Fields::at_least` in pgretain) applies the same rule.
+CREATE OR REPLACE FUNCTION retention.keep_at_least(p_a interval, p_b interval)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH f AS (
+        SELECT extract(year FROM p_a) * 12 + extract(month FROM p_a) AS ma,
+               extract(year FROM p_b) * 12 + extract(month FROM p_b) AS mb,
+               p_a - make_interval(years => extract(year FROM p_a)::int, months => extract(month FROM p_a)::int) AS fa,
+               p_b - make_interval(years => extract(year FROM p_b)::int, months => extract(month FROM p_b)::int) AS fb)
+    SELECT CASE
+        WHEN f.ma = f.mb THEN f.fa >= f.fb             -- days and time only: compared exactly
+        WHEN f.fa = interval '0' AND f.fb = interval '0' THEN f.ma >= f.mb
+        ELSE (SELECT bool_and(s.t + p_a >= s.t + p_b)
+                FROM generate_series(timestamp '2000-01-01', timestamp '2399-12-01', interval '1 month') AS m(m),
+                     unnest(ARRAY[0, 28, 29, 30]) AS d(d),
+                     LATERAL (SELECT m.m + d.d * interval '1 day' AS t) AS s
+               WHERE date_trunc('month'::text, s.t) = m.m)
+        END
+      FROM f
+$$;
+
+-- keep_is_forward(r): no field of the interval is negative, so it moves every
+-- row's time forward: `1 month -29 days` would put a February row's deadline
+-- before the row itself.
+CREATE OR REPLACE FUNCTION retention.keep_is_forward(p_keep interval)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN extract(year FROM p_keep) >= 0::numeric AND extract(month FROM p_keep) >= 0::numeric
+   AND extract(day FROM p_keep) >= 0::numeric AND extract(hour FROM p_keep) >= 0::numeric
+   AND extract(minute FROM p_keep) >= 0::numeric AND extract(second FROM p_keep) >= 0::numeric
+   AND p_keep > interval '0';
+
 -- tenant_setting_check: run-time settings must stay within the dataset's
--- bounds; anything else is rejected with a message the application can show.
+-- bounds for every row; anything else is rejected with SQLSTATE 23514 and a
+-- message the application can show. SECURITY DEFINER: the application
+-- writes tenant_setting, and this check reads the datasets and records the
+-- value in keep_history as the owner of schema retention.
 CREATE OR REPLACE FUNCTION retention.tenant_setting_check()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     d retention.dataset;
@@ -200,12 +362,18 @@ BEGIN
             USING ERRCODE = 'check_violation',
                   HINT = 'use one of: ' || (SELECT string_agg(name, ', ' ORDER BY name) FROM retention.environment);
     END IF;
-    IF NEW.keep <= interval '0'
-       OR (d.min_keep IS NOT NULL AND NEW.keep < d.min_keep)
-       OR (d.max_keep IS NOT NULL AND NEW.keep > d.max_keep) THEN
-        RAISE EXCEPTION 'pgretain: retention % for dataset "%" is outside its bounds', NEW.keep, NEW.dataset
+    IF NOT retention.keep_is_forward(NEW.keep) OR NEW.keep > interval '1000 years' THEN
+        RAISE EXCEPTION 'pgretain: retention % for dataset "%" is not a forward interval of at most 1000 years', NEW.keep, NEW.dataset
             USING ERRCODE = 'check_violation',
-                  HINT = format('choose a retention between %s and %s',
+                  HINT = 'write a positive interval without negative parts, e.g. ''30 days''; '
+                         '''1 month -29 days'' would put a February row''s deadline before the row';
+    END IF;
+    IF (d.min_keep IS NOT NULL AND NOT retention.keep_at_least(NEW.keep, d.min_keep))
+       OR (d.max_keep IS NOT NULL AND NOT retention.keep_at_least(d.max_keep, NEW.keep)) THEN
+        RAISE EXCEPTION 'pgretain: retention % for dataset "%" is outside its bounds for some rows', NEW.keep, NEW.dataset
+            USING ERRCODE = 'check_violation',
+                  HINT = format('choose a retention between %s and %s for every row (months last 28 to 31 days: '
+                                'write the setting in the unit of the bounds)',
                                 coalesce(d.min_keep::text, 'a positive interval'),
                                 coalesce(d.max_keep::text, 'any length'));
     END IF;
@@ -219,6 +387,23 @@ $$;
 CREATE OR REPLACE TRIGGER tenant_setting_check
     BEFORE INSERT OR UPDATE ON retention.tenant_setting
     FOR EACH ROW EXECUTE FUNCTION retention.tenant_setting_check();
+
+-- keep_history_text: fills keep_history.keep_text, the value's exact text.
+CREATE OR REPLACE FUNCTION retention.keep_history_text()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = 'postgres'
+AS $$
+BEGIN
+    NEW.keep_text := NEW.keep::text;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER keep_history_text
+    BEFORE INSERT OR UPDATE ON retention.keep_history
+    FOR EACH ROW EXECUTE FUNCTION retention.keep_history_text();
 
 -- remember_keep: policy retentions join keep_history too, so rows stamped
 -- under an old policy are never forgotten by possible_keeps().
@@ -266,11 +451,15 @@ END
 $$;
 
 -- partitions(dataset): the dataset's partitions with their bounds (NULL for
--- the default partition), oldest first.
+-- the default partition), oldest first. The bounds are read back from the
+-- catalog's text under TimeZone UTC and DateStyle ISO (the SET clauses),
+-- so the session's settings cannot change them.
 CREATE OR REPLACE FUNCTION retention.partitions(p_dataset text)
 RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
 AS $$
     SELECT c.oid::regclass, b[1]::timestamptz, b[2]::timestamptz
       FROM retention.dataset d
@@ -286,18 +475,20 @@ $$;
 CREATE OR REPLACE FUNCTION retention.period_start(p_granularity text, p_at timestamptz)
 RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT date_trunc(p_granularity, p_at, 'UTC')
-$$;
+RETURN date_trunc(p_granularity, p_at, 'UTC'::text);
 
 -- create_partition(dataset, lower): creates the partition of the period
 -- starting at `lower`, unless it exists. Rows of that period that sit in the
 -- default partition (inserted before the partition existed) are moved into
--- it first, so PostgreSQL accepts the new partition.
+-- it first, so PostgreSQL accepts the new partition. Locks: ACCESS
+-- EXCLUSIVE on the table (and its default partition) while it attaches.
 CREATE OR REPLACE FUNCTION retention.create_partition(p_dataset text, p_lower timestamptz)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     d        retention.dataset;
@@ -309,14 +500,14 @@ DECLARE
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     v_parent := d.relation::regclass;
-    v_upper := (((p_lower AT TIME ZONE 'UTC') + ('1 ' || d.granularity)::interval) AT TIME ZONE 'UTC');
+    v_upper := (((p_lower AT TIME ZONE 'UTC'::text) + ('1 ' || d.granularity)::interval) AT TIME ZONE 'UTC'::text);
     IF EXISTS (SELECT 1 FROM retention.partitions(p_dataset) p
                 WHERE p.lower_bound < v_upper AND p.upper_bound > p_lower) THEN
         RETURN false;   -- already there (or overlapping one made at another granularity)
     END IF;
     SELECT n.nspname, c.relname INTO v_schema, v_name
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_parent;
-    v_name := v_name || '_p' || to_char(p_lower AT TIME ZONE 'UTC', 'YYYYMMDD');
+    v_name := v_name || '_p' || to_char(p_lower AT TIME ZONE 'UTC'::text, 'YYYYMMDD');
     SELECT p.partition INTO v_default FROM retention.partitions(p_dataset) p WHERE p.lower_bound IS NULL;
     IF v_default IS NOT NULL AND EXISTS (
         SELECT 1 FROM retention.default_rows_in(v_default, d.time_column, p_lower, v_upper)) THEN
@@ -357,6 +548,9 @@ CREATE OR REPLACE FUNCTION retention.premake(p_dataset text, p_at timestamptz DE
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     d        retention.dataset;
@@ -372,7 +566,7 @@ BEGIN
     SELECT array_agg(p.lower_bound) INTO v_have
       FROM retention.partitions(p_dataset) p WHERE p.lower_bound >= v_start;
     FOR i IN 0 .. d.premake LOOP
-        v_lower := ((v_start AT TIME ZONE 'UTC') + (i || ' ' || d.granularity)::interval) AT TIME ZONE 'UTC';
+        v_lower := ((v_start AT TIME ZONE 'UTC'::text) + (i || ' ' || d.granularity)::interval) AT TIME ZONE 'UTC'::text;
         CONTINUE WHEN v_lower = ANY (coalesce(v_have, '{}'));
         IF retention.create_partition(p_dataset, v_lower) THEN
             v_made := v_made + 1;
@@ -392,6 +586,9 @@ CREATE OR REPLACE FUNCTION retention.premake_archive(p_dataset text, p_at timest
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     d        retention.dataset;
@@ -405,15 +602,15 @@ BEGIN
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = d.archive_relation::regclass;
     FOR i IN 0 .. 1 LOOP
-        v_lower := ((date_trunc('month', p_at, 'UTC') AT TIME ZONE 'UTC') + (i || ' month')::interval) AT TIME ZONE 'UTC';
-        v_upper := ((v_lower AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC';
+        v_lower := ((date_trunc('month', p_at, 'UTC') AT TIME ZONE 'UTC'::text) + (i || ' month')::interval) AT TIME ZONE 'UTC'::text;
+        v_upper := ((v_lower AT TIME ZONE 'UTC'::text) + interval '1 month') AT TIME ZONE 'UTC'::text;
         IF NOT EXISTS (
             SELECT 1 FROM pg_inherits inh JOIN pg_class c ON c.oid = inh.inhrelid
              WHERE inh.inhparent = d.archive_relation::regclass
-               AND c.relname = v_name || '_p' || to_char(v_lower AT TIME ZONE 'UTC', 'YYYYMM')) THEN
+               AND c.relname = v_name || '_p' || to_char(v_lower AT TIME ZONE 'UTC'::text, 'YYYYMM')) THEN
             BEGIN
                 EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
-                               v_schema, v_name || '_p' || to_char(v_lower AT TIME ZONE 'UTC', 'YYYYMM'),
+                               v_schema, v_name || '_p' || to_char(v_lower AT TIME ZONE 'UTC'::text, 'YYYYMM'),
                                d.archive_relation, v_lower, v_upper);
             EXCEPTION WHEN check_violation THEN
                 -- Rows of that month already sit in the archive's default
@@ -430,9 +627,7 @@ $$;
 CREATE OR REPLACE FUNCTION retention.column_as_text(p_alias text, p_column text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT CASE WHEN p_column IS NULL THEN 'NULL::text' ELSE format('%s.%I::text', p_alias, p_column) END
-$$;
+RETURN CASE WHEN p_column IS NULL THEN 'NULL::text' ELSE format('%s.%I::text', p_alias, p_column) END;
 
 -- expired_predicate(dataset): the exact condition, as SQL over a row `t`
 -- and the run's start `$1`, under which enforcement removes a row:
@@ -442,10 +637,10 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('((t.%I AT TIME ZONE ''UTC'') + %s) < ($1 AT TIME ZONE ''UTC'') AND NOT retention.is_held(%L, %s, %s, $1)',
+    SELECT format('((t.%I AT TIME ZONE ''UTC''::text) + %s) < ($1 AT TIME ZONE ''UTC''::text) AND NOT retention.is_held(%L::text, %s, %s, $1)',
                   d.time_column,
                   CASE WHEN d.new_rows THEN 't.retention_keep'
-                       ELSE format('retention.keep_for(%L, %s, %s)', d.name, v.tenant, v.environment) END,
+                       ELSE format('retention.keep_for(%L::text, %s, %s)', d.name, v.tenant, v.environment) END,
                   d.name, v.tenant, v.environment)
       FROM retention.dataset d,
            LATERAL (SELECT retention.column_as_text('t', d.tenant_column) AS tenant,
@@ -459,7 +654,7 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('retention.is_held(%L, %s, %s, $1)', d.name,
+    SELECT format('retention.is_held(%L::text, %s, %s, $1)', d.name,
                   retention.column_as_text('t', d.tenant_column),
                   retention.column_as_text('t', d.environment_column))
       FROM retention.dataset d WHERE d.name = p_dataset
@@ -467,7 +662,7 @@ $$;
 
 -- run_held(dataset, T): the legal holds active at T, written out as SQL
 -- over a row `t` (NULL when none is active), e.g.
---   (t."bot_id"::text = 'bot-7' AND true)
+--   (t."bot_id"::text = 'bot-7'::text AND true)
 -- Same rule as is_held(), without a function call per row.
 CREATE OR REPLACE FUNCTION retention.run_held(p_dataset text, p_at timestamptz)
 RETURNS text
@@ -476,13 +671,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(format('(%s AND %s)',
                              CASE WHEN h.tenant IS NULL THEN 'true'
-                                  ELSE format('%s = %L', retention.column_as_text('t', d.tenant_column), h.tenant) END,
+                                  ELSE format('%s = %L::text', retention.column_as_text('t', d.tenant_column), h.tenant) END,
                              CASE WHEN h.environment IS NULL THEN 'true'
-                                  ELSE format('%s = %L', retention.column_as_text('t', d.environment_column), h.environment) END),
+                                  ELSE format('%s = %L::text', retention.column_as_text('t', d.environment_column), h.environment) END),
                       ' OR ' ORDER BY h.tenant, h.environment, h.reason)
       FROM retention.hold h JOIN retention.dataset d ON d.name = h.dataset
      WHERE h.dataset = p_dataset
-       AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC') < (h.until + 1)::timestamp)
+       AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp)
 $$;
 
 -- run_predicate(dataset, T): the condition a run starting at T uses to
@@ -500,6 +695,9 @@ CREATE OR REPLACE FUNCTION retention.run_predicate(p_dataset text, p_at timestam
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     d         retention.dataset;
@@ -513,12 +711,12 @@ BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     v_tenant := retention.column_as_text('t', d.tenant_column);
     v_env := retention.column_as_text('t', d.environment_column);
-    SELECT max(((p_at AT TIME ZONE 'UTC') - k + retention.calendar_slack(k)) AT TIME ZONE 'UTC')
+    SELECT max(((p_at AT TIME ZONE 'UTC'::text) - k + retention.calendar_slack(k)) AT TIME ZONE 'UTC'::text)
       INTO v_cutoff FROM retention.possible_keeps(p_dataset) AS k;
     IF d.new_rows THEN
         v_keep := 't.retention_keep';
     ELSE
-        SELECT 'CASE' || string_agg(format(' WHEN %s = %L THEN %L::interval', v_env, o.environment, o.keep),
+        SELECT 'CASE' || string_agg(format(' WHEN %s = %L::text THEN %L::interval', v_env, o.environment, o.keep),
                                     '' ORDER BY o.environment)
                || format(' ELSE %L::interval END', d.keep)
           INTO v_keep
@@ -529,11 +727,11 @@ BEGIN
           FROM (SELECT o.tenant FROM retention.policy_override o WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL
                 UNION SELECT s.tenant FROM retention.tenant_setting s WHERE s.dataset = p_dataset) x;
         IF v_special IS NOT NULL THEN
-            v_keep := format('CASE WHEN %s = ANY (%L::text[]) THEN retention.keep_for(%L, %s, %s) ELSE %s END',
+            v_keep := format('CASE WHEN %s = ANY (%L::text[]) THEN retention.keep_for(%L::text, %s, %s) ELSE %s END',
                              v_tenant, v_special, d.name, v_tenant, v_env, v_keep);
         END IF;
     END IF;
-    RETURN format('t.%I < %L::timestamptz AND ((t.%I AT TIME ZONE ''UTC'') + %s) < ($1 AT TIME ZONE ''UTC'')',
+    RETURN format('t.%I < %L::timestamptz AND ((t.%I AT TIME ZONE ''UTC''::text) + %s) < ($1 AT TIME ZONE ''UTC''::text)',
                   d.time_column, v_cutoff, d.time_column, v_keep)
         || CASE WHEN v_held IS NULL THEN '' ELSE format(' AND NOT coalesce(%s, false)', v_held) END;
 END
@@ -550,16 +748,19 @@ AS $$
      WHERE a.attrelid = p_relation AND a.attnum > 0 AND NOT a.attisdropped
 $$;
 
--- remove_rows(dataset, relation, T, where): removes the rows of one
--- partition (or the default partition) matching `where`, a batch of
--- `batch_pages` pages per transaction step, and returns (deleted, archived).
--- With an archive, every removed row is first copied into it, with its
--- deadline, in the same statement. Called by enforce() between COMMITs.
+-- remove_batch(dataset, relation, T, from page, pages, predicate): removes
+-- the rows of one partition (or the default partition) that match the
+-- predicate, in pages [from, from + pages) of it, and returns how many.
+-- With an archive, every removed row is copied into it, with its deadline,
+-- in the same statement. Called by the run between COMMITs.
 CREATE OR REPLACE FUNCTION retention.remove_batch(p_dataset text, p_relation regclass, p_t timestamptz,
                                                   p_from_page bigint, p_pages bigint, p_pred text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     d      retention.dataset;
@@ -573,12 +774,12 @@ BEGIN
             USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + p_pages)::tid;
     ELSE
         v_keep := CASE WHEN d.new_rows THEN 'moved.retention_keep'
-                       ELSE format('retention.keep_for(%L, %s, %s)', d.name,
+                       ELSE format('retention.keep_for(%L::text, %s, %s)', d.name,
                                    retention.column_as_text('moved', d.tenant_column),
                                    retention.column_as_text('moved', d.environment_column)) END;
         EXECUTE format('WITH moved AS (DELETE FROM %s t WHERE t.ctid >= $2 AND t.ctid < $3 AND %s RETURNING t.*)
                         INSERT INTO %s (%s, archived_at, retention_deadline)
-                        SELECT %s, $1, ((moved.%I AT TIME ZONE ''UTC'') + %s) AT TIME ZONE ''UTC'' FROM moved',
+                        SELECT %s, $1, ((moved.%I AT TIME ZONE ''UTC''::text) + %s) AT TIME ZONE ''UTC''::text FROM moved',
                        p_relation, v_pred, d.archive_relation, retention.columns_of(d.relation::regclass),
                        retention.columns_of(d.relation::regclass, 'moved.'), d.time_column, v_keep)
             USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + p_pages)::tid;
@@ -592,8 +793,465 @@ $$;
 CREATE OR REPLACE FUNCTION retention.pages_of(p_relation regclass)
 RETURNS bigint
 LANGUAGE sql STABLE
+RETURN pg_relation_size(p_relation) / current_setting('block_size'::text)::bigint;
+
+-- error_note(what, sqlstate, message): one line for the run log: what was
+-- being done, and the error, e.g. `app.t_p20260101: lock timeout (55P03): ...`.
+CREATE OR REPLACE FUNCTION retention.error_note(p_what text, p_state text, p_message text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN p_what || ': ' || CASE p_state
+        WHEN '55P03' THEN 'lock timeout'
+        WHEN '40001' THEN 'serialization failure'
+        WHEN '40P01' THEN 'deadlock'
+        WHEN '2BP01' THEN 'dependency'
+        WHEN '23503' THEN 'foreign key'
+        ELSE 'error' END || ' (' || p_state || '): ' || p_message;
+
+-- archive_follow(dataset): the archive takes the table's shape before rows
+-- move. A column the application added to the table is added to the
+-- archive, with the same type; a column whose type differs, or an archive
+-- column the table lost that cannot be left NULL, is a shape the archive
+-- cannot follow: then no row moves (archived rows must be whole), and the
+-- run says why (pgretain verify reports it too). Returns (ok, what it did
+-- or why not). Locks: ACCESS EXCLUSIVE on the archive while adding a column.
+CREATE OR REPLACE FUNCTION retention.archive_follow(p_dataset text, OUT ok boolean, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_catalog.pg_relation_size(p_relation) / pg_catalog.current_setting('block_size')::bigint
+DECLARE
+    d      retention.dataset;
+    r      record;
+    v_done text[] := '{}';
+    v_bad  text[] := '{}';
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    FOR r IN
+        SELECT t.attname, format_type(t.atttypid, t.atttypmod) AS t_type,
+               format_type(a.atttypid, a.atttypmod) AS a_type, a.attname IS NULL AS missing
+          FROM pg_attribute t
+          LEFT JOIN pg_attribute a ON a.attrelid = d.archive_relation::regclass
+                                  AND a.attname = t.attname AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE t.attrelid = d.relation::regclass AND t.attnum > 0 AND NOT t.attisdropped
+         ORDER BY t.attnum
+    LOOP
+        IF r.missing THEN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', d.archive_relation, r.attname, r.t_type);
+            v_done := v_done || format('added column %I %s to %s', r.attname, r.t_type, d.archive_relation);
+        ELSIF r.t_type <> r.a_type THEN
+            v_bad := v_bad || format('column %I is %s in %s but %s in %s',
+                                     r.attname, r.t_type, d.relation, r.a_type, d.archive_relation);
+        END IF;
+    END LOOP;
+    SELECT v_bad || coalesce(array_agg(format('archive column %I is NOT NULL but %s has no such column',
+                                              a.attname, d.relation) ORDER BY a.attnum), '{}')
+      INTO v_bad
+      FROM pg_attribute a
+     WHERE a.attrelid = d.archive_relation::regclass AND a.attnum > 0 AND NOT a.attisdropped
+       AND a.attnotnull AND a.attname NOT IN ('archived_at', 'retention_deadline')
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute t
+                        WHERE t.attrelid = d.relation::regclass AND t.attname = a.attname
+                          AND t.attnum > 0 AND NOT t.attisdropped);
+    ok := cardinality(v_bad) = 0;
+    note := NULLIF(array_to_string(v_done || CASE WHEN ok THEN '{}'::text[] ELSE
+                       ARRAY['the archive cannot take the table''s shape, so no row was archived: '
+                             || array_to_string(v_bad, '; ')
+                             || ' (make the columns match, e.g. ALTER TABLE ... ALTER COLUMN ... TYPE)'] END,
+                   '; '), '');
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- One enforcement run. retention.enforce() below drives it; each step is one
+-- of these functions, in its own transaction, and catches its own errors, so
+-- one partition that fails never stops the others (SPEC §3 "Resilience").
+-- ---------------------------------------------------------------------------
+
+-- run_start(dataset, T): takes the dataset's advisory lock (session-level,
+-- released by run_finish or when the session ends), writes the run's
+-- `running` row and returns its id, with the dataset's lock_timeout and
+-- batch size. NULL when another run holds the lock (logged `skipped`).
+-- Also: a run of the dataset still logged as `running` is dead (every run
+-- holds the lock until it has logged its end, and the lock is
+-- session-level, so it ended with that run's connection: killed, crashed,
+-- timed out); it is set to `failed`, its work up to its last COMMIT kept.
+-- And run log rows older than run_log_keep (retention.config) are removed.
+CREATE OR REPLACE FUNCTION retention.run_start(p_dataset text, p_t timestamptz,
+                                               OUT log_id bigint, OUT lock_timeout text, OUT batch_pages integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d retention.dataset;
+BEGIN
+    SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgretain: unknown dataset "%"', p_dataset
+            USING HINT = 'the datasets are listed in retention.dataset';
+    END IF;
+    lock_timeout := d.lock_timeout;
+    batch_pages := d.batch_pages;
+    IF NOT pg_try_advisory_lock(hashtext('pgretain'), hashtext(p_dataset)) THEN
+        RAISE NOTICE 'pgretain: enforcement of "%" is already running; this run does nothing', p_dataset;
+        INSERT INTO retention.run_log (dataset, action, reference_time, finished_at, outcome, detail)
+            VALUES (p_dataset, 'enforce', p_t, clock_timestamp(), 'skipped', 'another run was in progress');
+        RETURN;
+    END IF;
+    BEGIN
+        INSERT INTO retention.run_log (dataset, action, reference_time)
+            VALUES (p_dataset, 'enforce', p_t) RETURNING id INTO log_id;
+        UPDATE retention.run_log
+           SET outcome = 'failed',
+               detail = concat_ws('; ', detail, format(
+                   'ended without logging its outcome (its connection was terminated, it was cancelled, or the server stopped); found by run %s', log_id))
+         WHERE dataset = p_dataset AND action = 'enforce' AND outcome = 'running' AND id <> log_id;
+        DELETE FROM retention.run_log l
+         WHERE l.dataset = p_dataset AND l.outcome <> 'running'
+           AND l.started_at < clock_timestamp() - (SELECT c.run_log_keep FROM retention.config c);
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM pg_advisory_unlock(hashtext('pgretain'), hashtext(p_dataset));
+        RAISE;
+    END;
+END
+$$;
+
+-- run_premake(dataset, T): future partitions, for run T. Returns NULL, or
+-- why it failed; `busy` when the table stayed locked past lock_timeout (a
+-- long transaction reading it), which every drop would wait for too.
+CREATE OR REPLACE FUNCTION retention.run_premake(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                                 OUT busy boolean, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_state text;
+    v_msg   text;
+BEGIN
+    busy := false;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    PERFORM retention.premake(p_dataset, greatest(p_t, now()));
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+    busy := v_state = '55P03';
+    note := retention.error_note('premake failed', v_state, v_msg);
+END
+$$;
+
+-- run_context(dataset, T): what the run needs to know once: the exact
+-- predicate for T (run_predicate), the holds active at T (run_held), every
+-- retention a row can have (possible_keeps), the partitions (oldest first)
+-- and the default partition, whether the archive can take rows
+-- (archive_follow) and the archive's partitions. `error` is set when the
+-- run cannot go on (it then does nothing more).
+CREATE OR REPLACE FUNCTION retention.run_context(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                                 OUT error text, OUT pred text, OUT held text, OUT keeps interval[],
+                                                 OUT archives boolean, OUT parts regclass[], OUT part_names text[],
+                                                 OUT lowers timestamptz[], OUT uppers timestamptz[],
+                                                 OUT default_part regclass, OUT archive_ok boolean, OUT archive_note text,
+                                                 OUT archive_parts regclass[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_state text;
+    v_msg   text;
+BEGIN
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    SELECT array_agg(k) INTO keeps FROM retention.possible_keeps(p_dataset) AS k;
+    pred := retention.run_predicate(p_dataset, p_t);
+    held := retention.run_held(p_dataset, p_t);
+    archives := d.archive_relation IS NOT NULL;
+    SELECT array_agg(p.partition ORDER BY p.lower_bound NULLS FIRST),
+           array_agg(p.partition::text ORDER BY p.lower_bound NULLS FIRST),
+           array_agg(p.lower_bound ORDER BY p.lower_bound NULLS FIRST),
+           array_agg(p.upper_bound ORDER BY p.lower_bound NULLS FIRST),
+           (array_agg(p.partition) FILTER (WHERE p.lower_bound IS NULL))[1]
+      INTO parts, part_names, lowers, uppers, default_part
+      FROM retention.partitions(p_dataset) p;
+    archive_ok := true;
+    IF d.archive_relation IS NOT NULL THEN
+        BEGIN
+            SELECT f.ok, f.note INTO archive_ok, archive_note FROM retention.archive_follow(p_dataset) f;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            archive_ok := false;
+            archive_note := retention.error_note('the archive could not take the table''s shape, so no row was archived',
+                                                 v_state, v_msg);
+        END;
+        SELECT array_agg(c.oid::regclass ORDER BY c.relname) INTO archive_parts
+          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = d.archive_relation::regclass;
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+    error := retention.error_note('the run could not start', v_state, v_msg);
+END
+$$;
+
+-- run_partition(...): decides what one partition needs at T, and does it
+-- when that is a drop. Returns `action`:
+--   none     no row in it can be expired (lower bound + every possible
+--            retention is at or after T): nothing to do, not even a read;
+--   dropped  every row in it is expired (upper bound + every possible
+--            retention, plus calendar slack, is at or before T) and none is
+--            held: it was dropped (its rows archived first, with an archive);
+--   rows     some rows may be expired: the run removes them in batches
+--            (run_batch);
+--   skipped  it could not be done now (the note says why); the next run
+--            retries.
+-- Before a drop, pgretain proves that nothing it did not mean to remove is
+-- in the partition: with an archive, the partition must be empty once its
+-- expired rows are archived; with changes_apply_to: new_rows, no row's
+-- stamped retention may make it unexpired (a stamp written before
+-- version 2, or with the trigger disabled). Otherwise it is not dropped.
+-- (With all_rows, every row's retention is one of the possible retentions
+-- by construction, so the bound proves it.)
+-- Locks: ACCESS EXCLUSIVE on the table and its default partition (taken
+-- first, so a long reader of the table makes the run skip every drop
+-- rather than queue inserts once per partition) and on the partition,
+-- each waiting at most lock_timeout. A foreign key referencing the
+-- partition, which would block the drop, is found first and named.
+CREATE OR REPLACE FUNCTION retention.run_partition(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                                   p_partition regclass, p_lower timestamptz, p_upper timestamptz,
+                                                   p_keeps interval[], p_pred text, p_held text,
+                                                   p_default regclass, p_busy boolean, p_archive_ok boolean,
+                                                   OUT action text, OUT in_dropped bigint, OUT archived bigint,
+                                                   OUT busy boolean, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_whole boolean;
+    v_can   boolean;
+    v_name  text := p_partition::text;   -- taken before a drop: a dropped regclass prints as a bare OID
+    v_fk    text;
+    v_held  boolean;
+    v_n     bigint;
+    v_try   integer := 0;
+    v_state text;
+    v_msg   text;
+BEGIN
+    in_dropped := 0;
+    archived := 0;
+    busy := p_busy;
+    v_whole := p_upper IS NOT NULL AND (
+        SELECT bool_and((p_upper AT TIME ZONE 'UTC'::text) + k + retention.calendar_slack(k) <= (p_t AT TIME ZONE 'UTC'::text))
+          FROM unnest(p_keeps) AS k);
+    v_can := v_whole OR p_lower IS NULL OR NOT (
+        SELECT bool_and((p_lower AT TIME ZONE 'UTC'::text) + k - retention.calendar_slack(k) >= (p_t AT TIME ZONE 'UTC'::text))
+          FROM unnest(p_keeps) AS k);
+    IF NOT coalesce(v_can, true) THEN
+        action := 'none';
+        RETURN;
+    END IF;
+    IF NOT coalesce(v_whole, false) THEN
+        action := 'rows';
+        RETURN;
+    END IF;
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    LOOP
+        BEGIN
+            IF p_held IS NOT NULL THEN
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s t WHERE %s)', p_partition, p_held) INTO v_held;
+                IF v_held THEN   -- a held row: the others go row by row
+                    action := 'rows';
+                    RETURN;
+                END IF;
+            END IF;
+            IF busy THEN
+                action := 'skipped';
+                note := v_name || ': not dropped: the table was locked by another transaction past lock_timeout';
+                RETURN;
+            END IF;
+            SELECT string_agg(format('%I on %s', c.conname, c.conrelid::regclass), ', ' ORDER BY c.conname)
+              INTO v_fk FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = p_partition;
+            IF v_fk IS NOT NULL THEN
+                action := 'skipped';
+                note := format('%s: not dropped: foreign key %s references it; drop that constraint (or make it reference rows that outlive these) and the next run drops the partition',
+                               v_name, v_fk);
+                RETURN;
+            END IF;
+            IF d.archive_relation IS NOT NULL THEN
+                IF NOT p_archive_ok THEN
+                    action := 'skipped';
+                    note := v_name || ': not archived: see the archive''s shape above';
+                    RETURN;
+                END IF;
+                archived := retention.remove_batch(p_dataset, p_partition, p_t, 0, retention.pages_of(p_partition) + 1, p_pred);
+                EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s LIMIT 1000) x', p_partition) INTO v_n;
+                IF v_n > 0 THEN
+                    action := 'skipped';
+                    note := format('%s: not dropped: %s%s row(s) in it are not past their deadline (a stamped retention outside the possible ones?); they stay and are enforced row by row',
+                                   v_name, CASE WHEN v_n >= 1000 THEN 'at least ' ELSE '' END, v_n);
+                    RETURN;
+                END IF;
+            ELSIF d.new_rows THEN
+                EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s t WHERE NOT coalesce(%s, false) LIMIT 1000) x',
+                               p_partition, p_pred) INTO v_n USING p_t;
+                IF v_n > 0 THEN
+                    action := 'rows';
+                    note := format('%s: not dropped: %s%s row(s) in it carry a stamped retention that keeps them past T; its expired rows are removed row by row',
+                                   v_name, CASE WHEN v_n >= 1000 THEN 'at least ' ELSE '' END, v_n);
+                    RETURN;
+                END IF;
+            END IF;
+            SELECT greatest(c.reltuples, 0)::bigint INTO in_dropped FROM pg_class c WHERE c.oid = p_partition;
+            BEGIN
+                EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.relation);
+                IF p_default IS NOT NULL THEN
+                    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_default);
+                END IF;
+            EXCEPTION WHEN lock_not_available THEN
+                busy := true;
+                RAISE;
+            END;
+            EXECUTE format('DROP TABLE %s', p_partition);
+            action := 'dropped';
+            RETURN;
+        EXCEPTION WHEN serialization_failure OR deadlock_detected THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            v_try := v_try + 1;
+            archived := 0;
+            in_dropped := 0;
+            IF v_try >= 3 THEN
+                action := 'skipped';
+                note := retention.error_note(v_name || ' (after 3 tries)', v_state, v_msg);
+                RETURN;
+            END IF;
+            PERFORM pg_sleep(0.1 * v_try);
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            archived := 0;
+            in_dropped := 0;
+            action := 'skipped';
+            note := retention.error_note(v_name, v_state, v_msg);
+            RETURN;
+        END;
+    END LOOP;
+END
+$$;
+
+-- run_batch(...): removes the expired rows of pages [from, from + pages) of
+-- one partition (archiving them first, with an archive) and returns how
+-- many, and the next page to do (NULL when the partition is done). A
+-- serialization failure or deadlock (a sliding update moving a row the
+-- batch deletes) is retried up to 3 times; any other error, or a lock held
+-- past lock_timeout, ends this partition for this run, with a note.
+CREATE OR REPLACE FUNCTION retention.run_batch(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                               p_partition regclass, p_from_page bigint, p_pages integer,
+                                               p_pred text, p_archive_ok boolean,
+                                               OUT removed bigint, OUT next_page bigint, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    v_name  text := p_partition::text;
+    v_try   integer := 0;
+    v_state text;
+    v_msg   text;
+BEGIN
+    removed := 0;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    IF NOT p_archive_ok THEN
+        note := v_name || ': not archived: see the archive''s shape above';
+        RETURN;
+    END IF;
+    LOOP
+        BEGIN
+            IF p_from_page > retention.pages_of(p_partition) THEN
+                RETURN;   -- done: next_page stays NULL
+            END IF;
+            removed := retention.remove_batch(p_dataset, p_partition, p_t, p_from_page, p_pages, p_pred);
+            next_page := p_from_page + p_pages;
+            RETURN;
+        EXCEPTION WHEN serialization_failure OR deadlock_detected THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            v_try := v_try + 1;
+            IF v_try >= 3 THEN
+                note := retention.error_note(v_name || ' (rows, after 3 tries)', v_state, v_msg);
+                RETURN;
+            END IF;
+            PERFORM pg_sleep(0.1 * v_try);
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            note := retention.error_note(v_name || ' (rows)', v_state, v_msg);
+            RETURN;
+        END;
+    END LOOP;
+END
+$$;
+
+-- run_archive_expiry(...): deletes from one archive partition the rows whose
+-- deadline plus the archive's keep is before T, unless held; returns how
+-- many, or why it could not.
+CREATE OR REPLACE FUNCTION retention.run_archive_expiry(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                                        p_partition regclass, p_held text,
+                                                        OUT removed bigint, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_state text;
+    v_msg   text;
+BEGIN
+    removed := 0;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    EXECUTE format('DELETE FROM %s t WHERE (t.retention_deadline AT TIME ZONE ''UTC''::text) + %L::interval < ($1 AT TIME ZONE ''UTC''::text)%s',
+                   p_partition, d.archive_keep,
+                   CASE WHEN p_held IS NULL THEN '' ELSE format(' AND NOT coalesce(%s, false)', p_held) END)
+        USING p_t;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+    removed := 0;
+    note := retention.error_note(p_partition::text || ' (archive expiry)', v_state, v_msg);
+END
+$$;
+
+-- run_finish(...): writes the run's outcome and releases its lock:
+--   ok       everything due was done;
+--   partial  something was left for the next run (a partition skipped, a
+--            failed premake, an archive that could not take rows); the
+--            detail says what and why;
+--   failed   the run could do nothing (see the detail).
+CREATE OR REPLACE FUNCTION retention.run_finish(p_log bigint, p_dataset text, p_failed boolean, p_notes text[],
+                                                p_dropped text[], p_skipped text[], p_deleted bigint,
+                                                p_in_dropped bigint, p_archived bigint, p_archive_deleted bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_outcome text := CASE WHEN p_failed THEN 'failed'
+                           WHEN cardinality(p_skipped) > 0 OR cardinality(p_notes) > 0 THEN 'partial'
+                           ELSE 'ok' END;
+BEGIN
+    UPDATE retention.run_log
+       SET finished_at = clock_timestamp(),
+           outcome = v_outcome,
+           partitions_dropped = p_dropped, partitions_skipped = p_skipped,
+           rows_deleted = p_deleted, rows_in_dropped = p_in_dropped, rows_archived = p_archived,
+           archive_rows_deleted = p_archive_deleted,
+           detail = NULLIF(concat_ws('; ', detail, NULLIF(array_to_string(p_notes, '; '), '')), '')
+     WHERE id = p_log;
+    PERFORM pg_advisory_unlock(hashtext('pgretain'), hashtext(p_dataset));
+    RETURN v_outcome;
+END
 $$;
 
 -- enforce(dataset, T): one enforcement run (SPEC §3, "The guarantee").
@@ -605,232 +1263,140 @@ $$;
 -- T is p_now, or the run's start. Nothing else is removed.
 --
 -- How, in separate transactions (COMMIT between steps, so a job never holds
--- locks for long and a failed step never undoes the ones before it):
---   1. premake: future partitions (a failure here is logged, not fatal;
---      like every lock the run takes, waits at most lock_timeout);
---   2. whole partitions: a partition whose upper bound plus the longest
---      possible retention (plus calendar slack) is at or before T holds
---      only expired rows; unless it holds a held row, it is dropped
---      (archived first with on_expiry: archive). Waits at most
---      lock_timeout for its lock, else skips it and logs the skip;
---   3. row by row: every other partition that can hold an expired row
---      (the boundary partitions, the default partition, shorter tenant
---      retentions) is scanned batch_pages pages at a time and its expired
---      rows deleted (or moved to the archive);
---   4. archive: archived rows whose deadline plus archive_keep is before T
---      are deleted, unless held.
--- Locks: an advisory lock per dataset, so two runs never overlap (the
--- second says so and returns); ACCESS EXCLUSIVE on the table, its default
--- partition and a partition only while dropping it (and on the table while
--- premake creates a partition), each wait at most lock_timeout; after one
--- timeout on the table itself, the run tries no further drops.
+-- locks for long and a failed step never undoes the ones before it); every
+-- step catches its own errors, so nothing that happens to one partition
+-- stops the others, and the run log says what was skipped and why:
+--   1. run_start: the dataset's advisory lock (a second run says so and
+--      returns), the `running` log row, dead runs marked failed, old log
+--      rows trimmed;
+--   2. run_premake: future partitions (a failure makes the run `partial`);
+--   3. run_context: the predicate, holds and retentions for T, the
+--      partitions, the archive's shape;
+--   4. run_partition for each partition, oldest first: a drop when every
+--      row is expired, else run_batch, batch_pages pages at a time, when
+--      some may be;
+--   5. run_archive_expiry for each archive partition;
+--   6. run_finish: the outcome, and the lock released.
+-- Locks: see run_partition; every wait is bounded by the dataset's
+-- lock_timeout (retention.dataset.lock_timeout).
+-- Settings: search_path is pinned to pg_catalog, pg_temp first thing (a
+-- procedure that commits cannot have a SET clause) and the caller's is put
+-- back at the end; every step sets the rest (TimeZone, DateStyle,
+-- IntervalStyle, lock_timeout) for itself only.
 -- Must be CALLed outside a transaction block (as pg_cron does).
 CREATE OR REPLACE PROCEDURE retention.enforce(p_dataset text, p_now timestamptz DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    d          retention.dataset;
+    v_caller   text := pg_catalog.current_setting('search_path');
     v_t        timestamptz := coalesce(p_now, pg_catalog.now());
-    v_log      bigint;
-    v_part     record;
-    v_keeps    interval[];
-    v_whole    boolean;
-    v_rows     bigint;
+    v_run      record;
+    v_ctx      record;
+    v_pre      record;
+    v_step     record;
+    v_batch    record;
+    v_exp      record;
     v_page     bigint;
-    v_n        bigint;
+    v_busy     boolean := false;
+    v_notes    text[] := '{}';
+    v_dropped  text[] := '{}';
+    v_skipped  text[] := '{}';
     v_deleted  bigint := 0;
     v_archived bigint := 0;
     v_arch_del bigint := 0;
     v_in_drop  bigint := 0;
-    v_dropped  text[] := '{}';
-    v_skipped  text[] := '{}';
-    v_err      text;
-    v_state    text;
-    v_where    text;
-    v_held     boolean;
-    v_name     text;
-    v_default  regclass;
-    v_busy     boolean := false;   -- the table itself stayed locked past lock_timeout
-    v_pred     text;               -- run_predicate(): exactly the rows this run removes
-    v_heldx    text;               -- run_held(): the holds active at T, as SQL (NULL: none)
-    v_can      boolean;
+    v_outcome  text;
+    v_archive  boolean;
 BEGIN
-    SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'pgretain: unknown dataset "%"', p_dataset
-            USING HINT = 'the datasets are listed in retention.dataset';
-    END IF;
-    IF NOT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pgretain'), pg_catalog.hashtext(p_dataset)) THEN
-        RAISE NOTICE 'pgretain: enforcement of "%" is already running; this run does nothing', p_dataset;
-        INSERT INTO retention.run_log (dataset, action, reference_time, finished_at, outcome, detail)
-            VALUES (p_dataset, 'enforce', v_t, pg_catalog.clock_timestamp(), 'skipped', 'another run was in progress');
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);
+
+    -- 1. Lock and log.
+    SELECT * INTO v_run FROM retention.run_start(p_dataset, v_t);
+    COMMIT;
+    IF v_run.log_id IS NULL THEN   -- another run is in progress (logged)
+        PERFORM pg_catalog.set_config('search_path', v_caller, false);
         RETURN;
     END IF;
-    INSERT INTO retention.run_log (dataset, action, reference_time)
-        VALUES (p_dataset, 'enforce', v_t) RETURNING id INTO v_log;
-    -- A run of this dataset still logged as 'running' is dead: every run
-    -- holds the lock we now hold until it has logged its outcome, and the
-    -- lock is session-level, so it ended with that run's connection. It was
-    -- killed (pg_terminate_backend, a crash, a restart, a statement_timeout)
-    -- before logging how it ended: say so, or the evidence would show it in
-    -- progress forever. Its work up to its last COMMIT stays done.
-    UPDATE retention.run_log
-       SET outcome = 'failed',
-           detail = pg_catalog.concat_ws('; ', detail, pg_catalog.format(
-               'ended without logging its outcome (its connection was terminated or the server stopped); found by run %s', v_log))
-     WHERE dataset = p_dataset AND action = 'enforce' AND outcome = 'running' AND id <> v_log;
+
+    -- 2. Future partitions.
+    SELECT * INTO v_pre FROM retention.run_premake(p_dataset, v_t, v_run.lock_timeout);
     COMMIT;
-
-    -- Every lock the run takes from here on waits at most lock_timeout.
-    -- Premake included: creating a partition takes ACCESS EXCLUSIVE on the
-    -- parent, so without a timeout a long transaction reading the table
-    -- would stall the run, and every insert queued behind it, indefinitely.
-    PERFORM pg_catalog.set_config('lock_timeout', d.lock_timeout, false);
-
-    -- 1. Future partitions, in their own transaction.
-    BEGIN
-        PERFORM retention.premake(p_dataset, greatest(v_t, pg_catalog.now()));
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
-        UPDATE retention.run_log SET detail = 'premake failed: ' || v_err WHERE id = v_log;
-        -- A lock timeout here means a long transaction holds the table (its
-        -- parent or default partition); every drop needs the same locks.
-        v_busy := v_state = '55P03';
-        v_err := NULL;
-        v_state := NULL;
-    END;
-    COMMIT;
-
-    SELECT pg_catalog.array_agg(k) INTO v_keeps FROM retention.possible_keeps(p_dataset) AS k;
-    SELECT p.partition INTO v_default FROM retention.partitions(p_dataset) p WHERE p.lower_bound IS NULL;
-    -- The exact condition for this run, and the holds active at T, written out once.
-    v_pred := retention.run_predicate(p_dataset, v_t);
-    v_heldx := retention.run_held(p_dataset, v_t);
-
-    FOR v_part IN SELECT * FROM retention.partitions(p_dataset) LOOP
-        -- 2. The whole partition, when every row in it is past its deadline.
-        v_whole := v_part.upper_bound IS NOT NULL AND (
-            SELECT pg_catalog.bool_and((v_part.upper_bound AT TIME ZONE 'UTC') + k + retention.calendar_slack(k)
-                                       <= (v_t AT TIME ZONE 'UTC'))
-              FROM pg_catalog.unnest(v_keeps) AS k);
-        -- 3. ... or, else, whether it can hold an expired row at all.
-        v_can := v_whole OR v_part.lower_bound IS NULL OR NOT (
-            SELECT pg_catalog.bool_and((v_part.lower_bound AT TIME ZONE 'UTC') + k - retention.calendar_slack(k)
-                                       >= (v_t AT TIME ZONE 'UTC'))
-              FROM pg_catalog.unnest(v_keeps) AS k);
-        CONTINUE WHEN NOT v_can;   -- nothing to do here: no transaction spent on it
-        BEGIN
-            IF v_whole AND v_heldx IS NOT NULL THEN
-                EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s t WHERE %s)', v_part.partition, v_heldx)
-                    INTO v_held;
-                v_whole := NOT v_held;
-            END IF;
-            IF v_whole THEN
-                IF v_busy THEN   -- see the LOCK TABLE below
-                    RAISE lock_not_available USING MESSAGE = 'the table is locked by another transaction';
-                END IF;
-                SELECT greatest(c.reltuples, 0)::bigint INTO v_rows
-                  FROM pg_catalog.pg_class c WHERE c.oid = v_part.partition;
-                IF d.archive_relation IS NOT NULL THEN
-                    v_archived := v_archived + retention.remove_batch(p_dataset, v_part.partition, v_t, 0,
-                                                                      retention.pages_of(v_part.partition) + 1, v_pred);
-                END IF;
-                -- Its name, taken before the drop: a dropped regclass prints as a bare OID.
-                v_name := v_part.partition::text;
-                -- DROP locks the parent, the partition and the default partition
-                -- (ACCESS EXCLUSIVE), and inserts queue behind each wait. Lock
-                -- the table's two first: if they stay busy past lock_timeout
-                -- (a long transaction reads the table: a report, pg_dump), every
-                -- other drop would wait as long again, stalling inserts each
-                -- time, so the rest are skipped at once for the next run. Then
-                -- DROP waits at most lock_timeout for this partition only.
-                BEGIN
-                    EXECUTE pg_catalog.format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.relation);
-                    IF v_default IS NOT NULL THEN
-                        EXECUTE pg_catalog.format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_default);
-                    END IF;
-                EXCEPTION WHEN lock_not_available THEN
-                    v_busy := true;
-                    RAISE;
-                END;
-                EXECUTE pg_catalog.format('DROP TABLE %s', v_part.partition);
-                v_dropped := v_dropped || v_name;
-                v_in_drop := v_in_drop + v_rows;
-            END IF;
-        EXCEPTION WHEN lock_not_available THEN
-            v_skipped := v_skipped || v_part.partition::text;
-            v_whole := true;   -- skip row-level work too; the next run retries
-        WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
-        END;
-        COMMIT;
-        EXIT WHEN v_err IS NOT NULL;
-        CONTINUE WHEN v_whole;
-
-        -- 3. Row by row (the partition can hold an expired row: see v_can).
-        v_page := 0;
-        WHILE v_page <= retention.pages_of(v_part.partition) LOOP
-            BEGIN
-                v_n := retention.remove_batch(p_dataset, v_part.partition, v_t, v_page, d.batch_pages, v_pred);
-                IF d.archive_relation IS NULL THEN
-                    v_deleted := v_deleted + v_n;
-                ELSE
-                    v_archived := v_archived + v_n;
-                END IF;
-            EXCEPTION WHEN lock_not_available THEN
-                v_skipped := v_skipped || (v_part.partition::text || ' (rows)');
-                EXIT;
-            WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
-                EXIT;
-            END;
-            COMMIT;
-            v_page := v_page + d.batch_pages;
-        END LOOP;
-        EXIT WHEN v_err IS NOT NULL;
-    END LOOP;
-
-    -- 4. The archive: rows whose deadline plus archive_keep has passed.
-    IF v_err IS NULL AND d.archive_relation IS NOT NULL THEN
-        v_where := pg_catalog.format(
-            '(t.retention_deadline AT TIME ZONE ''UTC'') + %L::interval < ($1 AT TIME ZONE ''UTC'')%s',
-            d.archive_keep,
-            CASE WHEN v_heldx IS NULL THEN '' ELSE pg_catalog.format(' AND NOT coalesce(%s, false)', v_heldx) END);
-        FOR v_part IN
-            SELECT c.oid::regclass AS partition FROM pg_catalog.pg_inherits i
-              JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = d.archive_relation::regclass ORDER BY c.relname
-        LOOP
-            BEGIN
-                EXECUTE pg_catalog.format('DELETE FROM %s t WHERE %s', v_part.partition, v_where) USING v_t;
-                GET DIAGNOSTICS v_n = ROW_COUNT;
-                v_arch_del := v_arch_del + v_n;
-            EXCEPTION WHEN lock_not_available THEN
-                v_skipped := v_skipped || v_part.partition::text;
-            WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
-                EXIT;
-            END;
-            COMMIT;
-        END LOOP;
+    v_busy := v_pre.busy;
+    IF v_pre.note IS NOT NULL THEN
+        v_notes := v_notes || v_pre.note;
     END IF;
 
-    PERFORM pg_catalog.set_config('lock_timeout', '0', false);
-    UPDATE retention.run_log
-       SET finished_at = pg_catalog.clock_timestamp(),
-           outcome = CASE WHEN v_err IS NOT NULL THEN 'failed'
-                          WHEN pg_catalog.cardinality(v_skipped) > 0 THEN 'partial' ELSE 'ok' END,
-           partitions_dropped = v_dropped, partitions_skipped = v_skipped,
-           rows_deleted = v_deleted, rows_in_dropped = v_in_drop, rows_archived = v_archived,
-           archive_rows_deleted = v_arch_del,
-           detail = NULLIF(pg_catalog.concat_ws('; ', detail, v_err), '')   -- NULL, not '', when all went well
-     WHERE id = v_log;
+    -- 3. What this run needs to know.
+    SELECT * INTO v_ctx FROM retention.run_context(p_dataset, v_t, v_run.lock_timeout);
     COMMIT;
-    PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pgretain'), pg_catalog.hashtext(p_dataset));
-    IF v_err IS NOT NULL THEN
-        RAISE EXCEPTION 'pgretain: enforcement of "%" failed: %', p_dataset, v_err
-            USING ERRCODE = v_state,
-                  HINT = pg_catalog.format('what was done before the failure is kept and logged in retention.run_log (id %s); the next run continues', v_log);
+    IF v_ctx.error IS NULL THEN
+        IF v_ctx.archive_note IS NOT NULL THEN
+            v_notes := v_notes || v_ctx.archive_note;
+        END IF;
+        v_archive := coalesce(v_ctx.archive_ok, true);
+
+        -- 4. Each partition, oldest first.
+        FOR i IN 1 .. coalesce(pg_catalog.cardinality(v_ctx.parts), 0) LOOP
+            SELECT * INTO v_step
+              FROM retention.run_partition(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
+                                           v_ctx.uppers[i], v_ctx.keeps, v_ctx.pred, v_ctx.held,
+                                           v_ctx.default_part, v_busy, v_archive);
+            COMMIT;
+            v_busy := v_step.busy;
+            v_archived := v_archived + v_step.archived;
+            IF v_step.action = 'dropped' THEN
+                v_dropped := v_dropped || v_ctx.part_names[i];
+                v_in_drop := v_in_drop + v_step.in_dropped;
+            ELSIF v_step.action = 'skipped' THEN
+                v_skipped := v_skipped || v_ctx.part_names[i];
+                v_notes := v_notes || v_step.note;
+            ELSIF v_step.action = 'rows' THEN
+                IF v_step.note IS NOT NULL THEN
+                    v_notes := v_notes || v_step.note;
+                END IF;
+                v_page := 0;
+                WHILE v_page IS NOT NULL LOOP
+                    SELECT * INTO v_batch
+                      FROM retention.run_batch(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_page,
+                                               v_run.batch_pages, v_ctx.pred, v_archive);
+                    COMMIT;
+                    IF v_ctx.archives THEN
+                        v_archived := v_archived + v_batch.removed;
+                    ELSE
+                        v_deleted := v_deleted + v_batch.removed;
+                    END IF;
+                    IF v_batch.note IS NOT NULL THEN
+                        v_skipped := v_skipped || (v_ctx.part_names[i] || ' (rows)');
+                        v_notes := v_notes || v_batch.note;
+                    END IF;
+                    v_page := v_batch.next_page;
+                END LOOP;
+            END IF;
+        END LOOP;
+
+        -- 5. The archive: rows whose deadline plus archive_keep has passed.
+        FOR i IN 1 .. coalesce(pg_catalog.cardinality(v_ctx.archive_parts), 0) LOOP
+            SELECT * INTO v_exp
+              FROM retention.run_archive_expiry(p_dataset, v_t, v_run.lock_timeout, v_ctx.archive_parts[i], v_ctx.held);
+            COMMIT;
+            v_arch_del := v_arch_del + v_exp.removed;
+            IF v_exp.note IS NOT NULL THEN
+                v_skipped := v_skipped || v_ctx.archive_parts[i]::text;
+                v_notes := v_notes || v_exp.note;
+            END IF;
+        END LOOP;
+    ELSE
+        v_notes := v_notes || v_ctx.error;
+    END IF;
+
+    -- 6. The outcome; the lock released.
+    v_outcome := retention.run_finish(v_run.log_id, p_dataset, v_ctx.error IS NOT NULL, v_notes, v_dropped,
+                                      v_skipped, v_deleted, v_in_drop, v_archived, v_arch_del);
+    COMMIT;
+    PERFORM pg_catalog.set_config('search_path', v_caller, false);
+    IF v_outcome = 'failed' THEN
+        RAISE EXCEPTION 'pgretain: enforcement of "%" failed: %', p_dataset, v_ctx.error
+            USING HINT = pg_catalog.format('the detail is in retention.run_log (id %s); the next run tries again', v_run.log_id);
     END IF;
 END
 $$;
@@ -838,16 +1404,28 @@ $$;
 -- erase(dataset, key): on-demand erasure ("delete the session at any
 -- point"): removes every row of the dataset whose erase_by column equals
 -- key, in the table and its archive, except rows under an active hold,
--- which a hold keeps. Logs the erasure. Returns what it did.
+-- which a hold keeps. The key is compared as a value of the column's own
+-- type (so the column's index serves); a key that is no such value matches
+-- nothing. Logs the erasure with the key's SHA-256 hash, never the key.
+-- Returns what it did. SECURITY DEFINER: the application calls it, and it
+-- deletes and logs as the owner of schema retention.
 CREATE OR REPLACE FUNCTION retention.erase(p_dataset text, p_key text)
 RETURNS TABLE (rows_deleted bigint, archive_rows_deleted bigint, rows_kept_by_hold bigint, holds text)
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
-    d      retention.dataset;
-    v_now  timestamptz := now();
-    v_held text;
+    d       retention.dataset;
+    v_now   timestamptz := now();
+    v_held  text;
+    v_type  text;
+    v_match text;
+    v_note  text;
+    v_hash  text := encode(sha256(convert_to(p_key, 'UTF8')), 'hex');
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
@@ -857,31 +1435,49 @@ BEGIN
         RAISE EXCEPTION 'pgretain: dataset "%" has no erase_by column', p_dataset
             USING ERRCODE = 'feature_not_supported', HINT = 'add erase_by to the dataset in the policy';
     END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_type
+      FROM pg_attribute a
+     WHERE a.attrelid = d.relation::regclass AND a.attname = d.erase_column AND NOT a.attisdropped;
     v_held := retention.held_predicate(p_dataset);
-    EXECUTE format('DELETE FROM %s t WHERE t.%I::text = $2 AND NOT %s', d.relation, d.erase_column, v_held)
-        USING v_now, p_key;
-    GET DIAGNOSTICS rows_deleted = ROW_COUNT;
+    v_match := format('t.%I = $2::%s', d.erase_column, v_type);
+    rows_deleted := 0;
     archive_rows_deleted := 0;
-    IF d.archive_relation IS NOT NULL THEN
-        EXECUTE format('DELETE FROM %s t WHERE t.%I::text = $2 AND NOT %s', d.archive_relation, d.erase_column, v_held)
+    rows_kept_by_hold := 0;
+    BEGIN
+        EXECUTE format('SELECT $1::%s', v_type) USING p_key;
+    EXCEPTION WHEN data_exception THEN
+        v_note := format('the key is not a valid %s, so no row can match', v_type);
+    END;
+    IF v_note IS NULL THEN
+        EXECUTE format('DELETE FROM %s t WHERE %s AND NOT %s', d.relation, v_match, v_held)
             USING v_now, p_key;
-        GET DIAGNOSTICS archive_rows_deleted = ROW_COUNT;
-    END IF;
-    EXECUTE format('SELECT count(*) FROM %s t WHERE t.%I::text = $2 AND %s', d.relation, d.erase_column, v_held)
-        INTO rows_kept_by_hold USING v_now, p_key;
-    IF d.archive_relation IS NOT NULL THEN
-        EXECUTE format('SELECT $3 + count(*) FROM %s t WHERE t.%I::text = $2 AND %s', d.archive_relation, d.erase_column, v_held)
-            INTO rows_kept_by_hold USING v_now, p_key, rows_kept_by_hold;
+        GET DIAGNOSTICS rows_deleted = ROW_COUNT;
+        IF d.archive_relation IS NOT NULL THEN
+            EXECUTE format('DELETE FROM %s t WHERE %s AND NOT %s', d.archive_relation, v_match, v_held)
+                USING v_now, p_key;
+            GET DIAGNOSTICS archive_rows_deleted = ROW_COUNT;
+        END IF;
+        EXECUTE format('SELECT count(*) FROM %s t WHERE %s AND %s', d.relation, v_match, v_held)
+            INTO rows_kept_by_hold USING v_now, p_key;
+        IF d.archive_relation IS NOT NULL THEN
+            EXECUTE format('SELECT $3 + count(*) FROM %s t WHERE %s AND %s', d.archive_relation, v_match, v_held)
+                INTO rows_kept_by_hold USING v_now, p_key, rows_kept_by_hold;
+        END IF;
     END IF;
     SELECT string_agg(DISTINCT h.reason, '; ' ORDER BY h.reason) INTO holds
       FROM retention.hold h
      WHERE rows_kept_by_hold > 0 AND h.dataset = p_dataset
-       AND (h.until IS NULL OR (v_now AT TIME ZONE 'UTC') < (h.until + 1)::timestamp);
+       AND (h.until IS NULL OR (v_now AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp);
     INSERT INTO retention.run_log (dataset, action, reference_time, finished_at, outcome,
                                    rows_deleted, archive_rows_deleted, rows_kept_by_hold, detail)
         VALUES (p_dataset, 'erase', v_now, clock_timestamp(), 'ok', rows_deleted, archive_rows_deleted,
-                rows_kept_by_hold, 'erase_by = ' || quote_literal(p_key)
+                rows_kept_by_hold, 'erase_by sha256 = ' || v_hash
+                                   || CASE WHEN v_note IS NOT NULL THEN '; ' || v_note ELSE '' END
                                    || CASE WHEN holds IS NOT NULL THEN '; kept by hold: ' || holds ELSE '' END);
     RETURN NEXT;
 END
 $$;
+
+-- Nobody but the owner of schema retention executes its routines unless a
+-- migration grants it (see the access block at the end of each migration).
+REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA retention FROM PUBLIC;

@@ -29,6 +29,8 @@ impl Deployed {
     /// A fresh cluster with `policy_yaml` compiled but not applied.
     pub fn compiled(policy_yaml: &str) -> Deployed {
         let cluster = Cluster::start();
+        // The roles of the example policy's `access`, for policies that use it.
+        cluster.create_example_roles();
         let url = cluster.create_database("app");
         let d = Deployed {
             cluster,

@@ -226,6 +226,33 @@ impl Cluster {
         self.conninfo(name)
     }
 
+    /// Creates the roles the example policy's `access` names (an owner that
+    /// can log in for pg_cron, an application role, a reader), unless they
+    /// exist. Roles are cluster-wide: once per cluster is enough.
+    pub fn create_example_roles(&self) {
+        self.create_roles(&["retention_owner", "chatbot_app", "compliance_auditor"]);
+    }
+
+    /// Creates login roles (not superusers), unless they exist.
+    pub fn create_roles(&self, roles: &[&str]) {
+        let mut client = self.client("postgres");
+        for r in roles {
+            let exists: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+                    &[r],
+                )
+                .unwrap()
+                .get(0);
+            if !exists {
+                let sql = format!("CREATE ROLE {} LOGIN", quote_ident(r));
+                client
+                    .batch_execute(&sql)
+                    .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
+            }
+        }
+    }
+
     /// Directory holding the server's unix socket (also the cluster's
     /// temp directory).
     pub fn socket_dir(&self) -> &Path {
