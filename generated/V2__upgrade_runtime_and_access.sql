@@ -30,6 +30,8 @@ GRANT USAGE, CREATE ON SCHEMA "app" TO "retention_owner";   -- premake creates p
 CREATE SCHEMA IF NOT EXISTS "archive" AUTHORIZATION "retention_owner";
 GRANT USAGE, CREATE ON SCHEMA "archive" TO "retention_owner";   -- premake creates partitions there
 GRANT USAGE ON SCHEMA "app" TO "chatbot_app";   -- the application's way to its tables
+GRANT USAGE ON SCHEMA "app" TO "compliance_auditor";   -- to name the tables, not to read them
+GRANT USAGE ON SCHEMA "archive" TO "compliance_auditor";   -- to name the tables, not to read them
 -- the jobs' role is never cut short by a statement_timeout of the database or of every role
 DO $timeout$
 BEGIN
@@ -1391,6 +1393,8 @@ DECLARE
     v_arch_del bigint := 0;
     v_in_drop  bigint := 0;
     v_outcome  text;
+    v_failed   boolean;
+    v_hint     text;
     v_archive  boolean;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);
@@ -1478,10 +1482,13 @@ BEGIN
     v_outcome := retention.run_finish(v_run.log_id, p_dataset, v_ctx.error IS NOT NULL, v_notes, v_dropped,
                                       v_skipped, v_deleted, v_in_drop, v_archived, v_arch_del);
     COMMIT;
+    v_failed := v_outcome = 'failed';   -- decided before the caller's search_path is back
+    v_hint := pg_catalog.format('the detail is in retention.run_log (id %s); the next run tries again', v_run.log_id);
     PERFORM pg_catalog.set_config('search_path', v_caller, false);
-    IF v_outcome = 'failed' THEN
+    -- Nothing is evaluated from here on but the message's variables.
+    IF v_failed THEN
         RAISE EXCEPTION 'pgretain: enforcement of "%" failed: %', p_dataset, v_ctx.error
-            USING HINT = pg_catalog.format('the detail is in retention.run_log (id %s); the next run tries again', v_run.log_id);
+            USING HINT = v_hint;
     END IF;
 END
 $$;
@@ -1964,5 +1971,4 @@ GRANT USAGE ON SCHEMA retention TO "compliance_auditor";
 GRANT SELECT ON retention.dataset, retention.environment, retention.policy_override, retention.hold, retention.tenant_setting, retention.keep_history, retention.config, retention.run_log, retention.fingerprint TO "compliance_auditor";
 GRANT SELECT ON retention."expired_conversations", retention."expired_sessions", retention."expired_error_logs", retention."expired_training_expressions" TO "compliance_auditor";
 GRANT EXECUTE ON FUNCTION retention.keep_for(text, text, text), retention.is_held(text, text, text, timestamptz), retention.calendar_slack(interval), retention.possible_keeps(text), retention.partitions(text), retention.period_start(text, timestamptz), retention.column_as_text(text, text), retention.expired_predicate(text), retention.held_predicate(text), retention.pages_of(regclass) TO "compliance_auditor";
-RESET ROLE;
-RESET search_path;
+SET LOCAL ROLE NONE;

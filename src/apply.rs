@@ -440,14 +440,16 @@ fn register_jobs(
             ))
         })?;
     }
-    // The trim job of pg_cron's run history runs as the jobs' role too. A
-    // trim job of pgretain 1 (run as the role that applied it, deleting
-    // every team's rows) is replaced.
+    // The trim job of pg_cron's run history runs as the jobs' role too. The
+    // one this role registered before to run as itself (before `access`,
+    // or pgretain 1's, which deleted every team's rows) is replaced; the
+    // trim jobs other deployments sharing this cron database registered
+    // for their own roles stay.
     let user = owner.unwrap_or(&me);
     tx.execute(
         "SELECT cron.unschedule(jobid) FROM cron.job
-          WHERE jobname = $1 AND username <> $2 AND command <> $3",
-        &[&TRIM_JOB, &user, &TRIM_COMMAND],
+          WHERE jobname = $1 AND username <> $2 AND (username = $3 OR command <> $4)",
+        &[&TRIM_JOB, &user, &me, &TRIM_COMMAND],
     )
     .map_err(ctx("replacing the job_run_details trim"))?;
     tx.execute(

@@ -111,8 +111,9 @@ pub fn prologue(policy: &Policy, transfer: Option<Transfer>) -> String {
              GRANT USAGE, CREATE ON SCHEMA {sch} TO {owner};   -- premake creates partitions there\n"
         ));
     }
-    // The application reaches its tables through their schemas (granted here,
-    // as the role that applies: a schema that existed before belongs to it).
+    // The application reaches its tables through their schemas, and readers
+    // look the tables up by name (USAGE on a schema reads no table). Granted
+    // here, as the role that applies: a schema that existed before is its own.
     if !a.application.is_empty() {
         let app = roles(&a.application);
         let mut done: Vec<&str> = Vec::new();
@@ -124,6 +125,15 @@ pub fn prologue(policy: &Policy, transfer: Option<Transfer>) -> String {
                     ident(&ds.schema)
                 ));
             }
+        }
+    }
+    if !a.readers.is_empty() {
+        let readers = roles(&a.readers);
+        for schema in schemas(policy) {
+            s.push_str(&format!(
+                "GRANT USAGE ON SCHEMA {} TO {readers};   -- to name the tables, not to read them\n",
+                ident(&schema)
+            ));
         }
     }
     // A procedure cannot reset the timer of the CALL that runs it, so a
@@ -200,8 +210,8 @@ END
 
 /// The closing of a migration: PUBLIC's rights on schema retention taken
 /// away and, with `access` and `grants`, the application roles' and readers'
-/// grants (all of them, for every dataset: idempotent); then the role and
-/// search_path of the session restored.
+/// grants (all of them, for every dataset: idempotent); then the role that
+/// applies is itself again.
 pub fn epilogue(policy: &Policy, grants: bool) -> String {
     let mut s = String::from(
         "-- ---------------------------------------------------------------------------\n\
@@ -216,10 +226,13 @@ pub fn epilogue(policy: &Policy, grants: bool) -> String {
     if let (Some(a), true) = (&policy.access, grants) {
         s.push_str(&grants_sql(policy, a));
     }
+    // Back to the role that applies, for the rest of this transaction (its
+    // next migration, and refinery recording this one); the pinned
+    // search_path stays until the transaction ends. (Not RESET: that would
+    // replace the session's own settings by the database's defaults.)
     if policy.access.is_some() {
-        s.push_str("RESET ROLE;\n");
+        s.push_str("SET LOCAL ROLE NONE;\n");
     }
-    s.push_str("RESET search_path;\n");
     s
 }
 

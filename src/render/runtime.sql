@@ -1306,6 +1306,8 @@ DECLARE
     v_arch_del bigint := 0;
     v_in_drop  bigint := 0;
     v_outcome  text;
+    v_failed   boolean;
+    v_hint     text;
     v_archive  boolean;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);
@@ -1393,10 +1395,13 @@ BEGIN
     v_outcome := retention.run_finish(v_run.log_id, p_dataset, v_ctx.error IS NOT NULL, v_notes, v_dropped,
                                       v_skipped, v_deleted, v_in_drop, v_archived, v_arch_del);
     COMMIT;
+    v_failed := v_outcome = 'failed';   -- decided before the caller's search_path is back
+    v_hint := pg_catalog.format('the detail is in retention.run_log (id %s); the next run tries again', v_run.log_id);
     PERFORM pg_catalog.set_config('search_path', v_caller, false);
-    IF v_outcome = 'failed' THEN
+    -- Nothing is evaluated from here on but the message's variables.
+    IF v_failed THEN
         RAISE EXCEPTION 'pgretain: enforcement of "%" failed: %', p_dataset, v_ctx.error
-            USING HINT = pg_catalog.format('the detail is in retention.run_log (id %s); the next run tries again', v_run.log_id);
+            USING HINT = v_hint;
     END IF;
 END
 $$;
