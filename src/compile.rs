@@ -905,6 +905,18 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
     if old.description != new.description {
         whats.push(format!("{name}: description"));
     }
+    if old.owner != new.owner {
+        whats.push(format!("{name}: owner"));
+    }
+    if old.legal_basis != new.legal_basis {
+        whats.push(format!("{name}: legal_basis"));
+    }
+    if old.lock_timeout_ms != new.lock_timeout_ms {
+        whats.push(format!(
+            "{name}: lock_timeout {} ms -> {} ms",
+            old.lock_timeout_ms, new.lock_timeout_ms
+        ));
+    }
     if !whats.is_empty() {
         // One statement updates every setting the engine reads (the row is
         // the whole truth about the dataset), so it is re-emitted whole.

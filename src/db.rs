@@ -122,9 +122,15 @@ pub fn connect(c: &Config) -> Result<Client, DbError> {
     Ok(client)
 }
 
-/// The statement that pins a session's search_path.
+/// The statement that pins a session's search_path, and the settings that
+/// change how timestamps and intervals are read and written as text (so
+/// the output of pgretain, and anything it creates, does not depend on
+/// PGOPTIONS or the role's settings).
 pub const PIN_SEARCH_PATH: &str =
-    "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)";
+    "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false),
+            pg_catalog.set_config('TimeZone', 'UTC', false),
+            pg_catalog.set_config('DateStyle', 'ISO, YMD', false),
+            pg_catalog.set_config('IntervalStyle', 'postgres', false)";
 
 /// refinery's migration history table, unqualified (where version 1 of
 /// pgretain let the search_path put it: `public`, normally).

@@ -50,6 +50,12 @@ pub struct Policy {
     pub run_log_keep_source: Option<Source>,
 }
 
+/// A dataset's `lock_timeout` when the policy does not set it: 5 seconds
+/// (SPEC §3 "Existing tables").
+pub fn default_lock_timeout_ms() -> u32 {
+    5000
+}
+
 /// `run_log_keep` when the policy does not set it: 400 days (SPEC §3).
 pub fn default_run_log_keep() -> Duration {
     Duration {
@@ -127,6 +133,9 @@ pub struct Dataset {
     pub sensitive: Vec<(String, Vec<String>)>,
     /// The pg_cron schedule of this dataset's enforcement job (GMT).
     pub schedule: String,
+    /// The longest lock wait of a run, in milliseconds.
+    #[serde(default = "default_lock_timeout_ms")]
+    pub lock_timeout_ms: u32,
     /// Where the dataset is defined.
     pub source: Source,
     /// Where its `keep` is written.

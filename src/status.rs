@@ -348,6 +348,8 @@ pub(crate) struct DatasetRow {
     pub keep: String,
     pub min_keep: Option<String>,
     pub max_keep: Option<String>,
+    /// The archive table, with `on_expiry: archive`.
+    pub archive_relation: Option<String>,
 }
 
 /// One partition of a dataset (`retention.partitions`).
@@ -426,7 +428,7 @@ pub(crate) fn datasets(tx: &mut Transaction<'_>) -> Result<Vec<DatasetRow>, DbEr
     let rows = tx
         .query(
             "SELECT name, relation::regclass::text, time_column, granularity, schedule,
-                    keep::text, min_keep::text, max_keep::text
+                    keep::text, min_keep::text, max_keep::text, archive_relation
                FROM retention.dataset ORDER BY name",
             &[],
         )
@@ -447,6 +449,7 @@ pub(crate) fn datasets(tx: &mut Transaction<'_>) -> Result<Vec<DatasetRow>, DbEr
             keep: r.get(5),
             min_keep: r.get(6),
             max_keep: r.get(7),
+            archive_relation: r.get(8),
         })
         .collect())
 }

@@ -108,6 +108,12 @@ pub enum FindingKind {
     PartitionsRunningOut,
     /// Rows sit in a default partition.
     RowsInDefaultPartition,
+    /// A foreign key references the dataset's table: its partitions cannot
+    /// be dropped.
+    ForeignKeyBlocksDrop,
+    /// The archive's columns no longer match the table's in a way a run
+    /// cannot follow: no row can be archived.
+    ArchiveShapeDrift,
 }
 
 impl FindingKind {
@@ -135,6 +141,8 @@ impl FindingKind {
             FindingKind::Overdue => "overdue",
             FindingKind::PartitionsRunningOut => "partitions_running_out",
             FindingKind::RowsInDefaultPartition => "rows_in_default_partition",
+            FindingKind::ForeignKeyBlocksDrop => "foreign_key_blocks_drop",
+            FindingKind::ArchiveShapeDrift => "archive_shape_drift",
         }
     }
 }
@@ -551,6 +559,68 @@ fn check_dataset(
                     run.id,
                     human_duration(STUCK_AFTER),
                     d.name
+                ),
+            );
+        }
+    }
+
+    // What stops a run from doing its work, whatever it finds: a foreign key
+    // into the table (its partitions cannot be dropped), an archive whose
+    // columns drifted from the table's in a way a run cannot follow.
+    let fks = tx
+        .query(
+            "SELECT c.conname::text, c.conrelid::regclass::text
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f' AND c.conparentid = 0
+                AND c.confrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1::text::regclass) t)
+              ORDER BY 1",
+            &[&d.relation],
+        )
+        .map_err(ctx("looking for foreign keys into the dataset's table"))?;
+    for fk in fks {
+        let (con, on): (String, String) = (fk.get(0), fk.get(1));
+        finding(
+            report,
+            FindingKind::ForeignKeyBlocksDrop,
+            name,
+            format!(
+                "foreign key {con} on {on} references {}: a partition it references cannot be dropped, so its expired rows stay (each run skips it and says so). Drop the constraint (`ALTER TABLE {on} DROP CONSTRAINT {}`), or point it at data that outlives the retention",
+                d.relation,
+                ident(&con)
+            ),
+        );
+    }
+    if let Some(archive) = &d.archive_relation {
+        let drift = tx
+            .query(
+                "SELECT format('column %I is %s in the table but %s in the archive', t.attname,
+                               format_type(t.atttypid, t.atttypmod), format_type(a.atttypid, a.atttypmod))
+                   FROM pg_catalog.pg_attribute t
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = $2::text::regclass AND a.attname = t.attname
+                                                 AND a.attnum > 0 AND NOT a.attisdropped
+                  WHERE t.attrelid = $1::text::regclass AND t.attnum > 0 AND NOT t.attisdropped
+                    AND format_type(t.atttypid, t.atttypmod) <> format_type(a.atttypid, a.atttypmod)
+                 UNION ALL
+                 SELECT format('archive column %I is NOT NULL but the table has no such column', a.attname)
+                   FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = $2::text::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull
+                    AND a.attname NOT IN ('archived_at', 'retention_deadline')
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute t
+                                     WHERE t.attrelid = $1::text::regclass AND t.attname = a.attname
+                                       AND t.attnum > 0 AND NOT t.attisdropped)",
+                &[&d.relation, archive],
+            )
+            .map_err(ctx("comparing the archive's columns with the table's"))?;
+        let why: Vec<String> = drift.iter().map(|r| r.get(0)).collect();
+        if !why.is_empty() {
+            finding(
+                report,
+                FindingKind::ArchiveShapeDrift,
+                name,
+                format!(
+                    "the archive {archive} cannot take rows of {}: {}. No row is archived (each run says so) until the columns match again, e.g. with ALTER TABLE {archive} ALTER COLUMN ... TYPE ... (columns the application adds are added to the archive by the runs themselves)",
+                    d.relation,
+                    why.join("; ")
                 ),
             );
         }

@@ -137,7 +137,17 @@ pub struct DatasetSpec {
     /// JSON columns → keys that are stripped by the database on every write.
     #[serde(default)]
     pub sensitive: Option<IndexMap<String, Vec<String>>>,
+    /// The longest any lock wait of an enforcement run may take before it
+    /// skips that step for the next run, e.g. `5 seconds` (the default) or
+    /// `500 milliseconds`. Inserts queue behind a drop's lock for at most this.
+    #[serde(default)]
+    #[schemars(regex(pattern = LOCK_TIMEOUT_PATTERN))]
+    pub lock_timeout: Option<String>,
 }
+
+/// A lock timeout: a whole number of milliseconds or seconds.
+pub const LOCK_TIMEOUT_PATTERN: &str =
+    r"^\s*0*[1-9][0-9]*\s+(millisecond|milliseconds|ms|second|seconds|s)\s*$";
 
 /// Partition granularity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -1308,6 +1308,20 @@ fn dataset(
         }
     }
 
+    let mut lock_timeout_ms = crate::model::default_lock_timeout_ms();
+    if let Some(text) = &s.lock_timeout {
+        match lock_timeout(text) {
+            Some(ms) => lock_timeout_ms = ms,
+            None => cx.err(
+                src,
+                &p("lock_timeout"),
+                At::Value,
+                format!("{what}: `lock_timeout` `{}` is not a lock timeout between 1 millisecond and 10 minutes", text.trim()),
+                "write a whole number of milliseconds or seconds, e.g. `5 seconds` or `500 milliseconds`",
+            ),
+        }
+    }
+
     if cx.diags.len() > before || f.reported_under(&ypath!["datasets", name]) {
         return None;
     }
@@ -1346,7 +1360,23 @@ fn dataset(
             .to_string(),
         source: source(src, &ypath!["datasets", name]),
         keep_source: source(src, &p("keep")),
+        lock_timeout_ms,
     })
+}
+
+/// `5 seconds`, `500 ms` → milliseconds, within 1 ms ..= 10 minutes.
+fn lock_timeout(text: &str) -> Option<u32> {
+    let mut parts = text.split_whitespace();
+    let (Some(num), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.to_ascii_lowercase().as_str() {
+        "millisecond" | "milliseconds" | "ms" => n,
+        "second" | "seconds" | "s" => n.checked_mul(1000)?,
+        _ => return None,
+    };
+    (1..=600_000).contains(&ms).then_some(ms as u32)
 }
 
 /// A dataset with nothing set, for bounds checks before the real one exists.
@@ -1376,6 +1406,7 @@ fn placeholder(name: &str) -> Dataset {
         erase_by: None,
         sensitive: Vec::new(),
         schedule: String::new(),
+        lock_timeout_ms: crate::model::default_lock_timeout_ms(),
         source: Source {
             file: String::new(),
             line: 0,

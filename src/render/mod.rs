@@ -197,6 +197,11 @@ pub fn dataset_settings(ds: &Dataset) -> String {
             "how long they stay there",
         ),
         ("schedule", lit(&ds.schedule), "enforcement job, GMT"),
+        (
+            "lock_timeout",
+            lit(&format!("{}ms", ds.lock_timeout_ms)),
+            "the longest lock wait of a run",
+        ),
         ("description", lit(&ds.description), "what the data is"),
         (
             "owner",

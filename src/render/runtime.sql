@@ -178,6 +178,8 @@ CREATE INDEX IF NOT EXISTS run_log_dataset_started ON retention.run_log (dataset
 -- application's role for an erasure), recorded by the machinery itself.
 -- (Rows of version 1 leave it NULL: who ran them was not recorded.)
 ALTER TABLE retention.run_log ADD COLUMN IF NOT EXISTS run_by text;
+-- Version 2: the backend of a `running` run (see run_start).
+ALTER TABLE retention.run_log ADD COLUMN IF NOT EXISTS pid integer;
 ALTER TABLE retention.run_log ALTER COLUMN run_by SET DEFAULT session_user;
 -- Version 2 logs erasure keys as a SHA-256 hash, not in clear. Version 1
 -- logged `erase_by = '<key>'`: those keys become their hash.
@@ -867,22 +869,62 @@ $$;
 -- one partition that fails never stops the others (SPEC §3 "Resilience").
 -- ---------------------------------------------------------------------------
 
--- run_start(dataset, T): takes the dataset's advisory lock (session-level,
--- released by run_finish or when the session ends), writes the run's
--- `running` row and returns its id, with the dataset's lock_timeout and
--- batch size. NULL when another run holds the lock (logged `skipped`).
--- Also: a run of the dataset still logged as `running` is dead (every run
--- holds the lock until it has logged its end, and the lock is
--- session-level, so it ended with that run's connection: killed, crashed,
--- timed out); it is set to `failed`, its work up to its last COMMIT kept.
--- And run log rows older than run_log_keep (retention.config) are removed.
+-- run_release(dataset): releases every hold this session has of the
+-- dataset's run lock (a run of this session cancelled between two of its
+-- steps, before it could log its end, leaves it held).
+CREATE OR REPLACE FUNCTION retention.run_release(p_dataset text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WHILE EXISTS (SELECT 1 FROM pg_locks l
+                   WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+                     AND l.classid = hashtext('pgretain')::oid AND l.objid = hashtext(p_dataset)::oid
+                     AND l.objsubid = 2) LOOP
+        PERFORM pg_advisory_unlock(hashtext('pgretain'), hashtext(p_dataset));
+    END LOOP;
+END
+$$;
+
+-- run_active(pid): whether backend `pid` may be running something now (it
+-- exists and is not idle; a session whose state this role cannot see
+-- counts as active).
+CREATE OR REPLACE FUNCTION retention.run_active(p_pid integer)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_stat_activity a
+                    WHERE a.pid = p_pid AND a.state IS DISTINCT FROM 'idle')
+$$;
+
+-- run_start(dataset, T): takes the dataset's run lock (an advisory lock,
+-- session-level, released by run_finish or when the session ends), writes
+-- the run's `running` row and returns its id, with the dataset's
+-- lock_timeout and batch size. NULL when another run is in progress
+-- (logged `skipped`).
+-- A cancel that lands exactly between two steps of a run (as a COMMIT
+-- runs) leaves the lock held by that session, which may live on, idle:
+-- * a later run of the same session releases it first;
+-- * a run of another session that finds the lock held by an idle session,
+--   with no run in progress there, goes ahead without it and says so.
+--   Two runs still never overlap: the `running` row names its backend,
+--   and a run that finds another's row with that backend active skips.
+-- Also: a run of the dataset still logged as `running` whose backend is
+-- gone or idle is dead (killed, crashed, cancelled); it is set to
+-- `failed`, its work up to its last COMMIT kept. And run log rows older
+-- than run_log_keep (retention.config) are removed.
 CREATE OR REPLACE FUNCTION retention.run_start(p_dataset text, p_t timestamptz,
-                                               OUT log_id bigint, OUT lock_timeout text, OUT batch_pages integer)
+                                               OUT log_id bigint, OUT lock_timeout text, OUT batch_pages integer,
+                                               OUT takeover text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d retention.dataset;
+    d        retention.dataset;
+    v_holder integer;
+    v_locked boolean;
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
@@ -891,25 +933,50 @@ BEGIN
     END IF;
     lock_timeout := d.lock_timeout;
     batch_pages := d.batch_pages;
-    IF NOT pg_try_advisory_lock(hashtext('pgretain'), hashtext(p_dataset)) THEN
+    -- Starts of runs of this dataset, one at a time (until this commits).
+    PERFORM pg_advisory_xact_lock(hashtext('pgretain start'), hashtext(p_dataset));
+    PERFORM retention.run_release(p_dataset);
+    v_locked := pg_try_advisory_lock(hashtext('pgretain'), hashtext(p_dataset));
+    IF NOT v_locked THEN
+        SELECT l.pid INTO v_holder FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted
+           AND l.classid = hashtext('pgretain')::oid AND l.objid = hashtext(p_dataset)::oid AND l.objsubid = 2
+         LIMIT 1;
+        IF v_holder IS NULL OR retention.run_active(v_holder) THEN
+            v_holder := NULL;
+        ELSE
+            takeover := format('the run lock was held by session %s, idle (a run there was cancelled between two steps); this run went ahead without it',
+                               v_holder);
+        END IF;
+    END IF;
+    IF (NOT v_locked AND takeover IS NULL)
+       OR EXISTS (SELECT 1 FROM retention.run_log r
+                   WHERE r.dataset = p_dataset AND r.action = 'enforce' AND r.outcome = 'running'
+                     AND r.pid IS DISTINCT FROM pg_backend_pid() AND r.pid IS NOT NULL
+                     AND retention.run_active(r.pid)) THEN
+        IF v_locked THEN
+            PERFORM retention.run_release(p_dataset);
+        END IF;
         RAISE NOTICE 'pgretain: enforcement of "%" is already running; this run does nothing', p_dataset;
         INSERT INTO retention.run_log (dataset, action, reference_time, finished_at, outcome, detail)
             VALUES (p_dataset, 'enforce', p_t, clock_timestamp(), 'skipped', 'another run was in progress');
+        takeover := NULL;
         RETURN;
     END IF;
     BEGIN
-        INSERT INTO retention.run_log (dataset, action, reference_time)
-            VALUES (p_dataset, 'enforce', p_t) RETURNING id INTO log_id;
+        INSERT INTO retention.run_log (dataset, action, reference_time, pid)
+            VALUES (p_dataset, 'enforce', p_t, pg_backend_pid()) RETURNING id INTO log_id;
         UPDATE retention.run_log
            SET outcome = 'failed',
                detail = concat_ws('; ', detail, format(
                    'ended without logging its outcome (its connection was terminated, it was cancelled, or the server stopped); found by run %s', log_id))
-         WHERE dataset = p_dataset AND action = 'enforce' AND outcome = 'running' AND id <> log_id;
+         WHERE dataset = p_dataset AND action = 'enforce' AND outcome = 'running' AND id <> log_id
+           AND (pid IS NULL OR NOT retention.run_active(pid) OR pid = pg_backend_pid());
         DELETE FROM retention.run_log l
          WHERE l.dataset = p_dataset AND l.outcome <> 'running'
            AND l.started_at < clock_timestamp() - (SELECT c.run_log_keep FROM retention.config c);
-    EXCEPTION WHEN OTHERS THEN
-        PERFORM pg_advisory_unlock(hashtext('pgretain'), hashtext(p_dataset));
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM retention.run_release(p_dataset);
         RAISE;
     END;
 END
@@ -918,8 +985,10 @@ $$;
 -- run_premake(dataset, T): future partitions, for run T. Returns NULL, or
 -- why it failed; `busy` when the table stayed locked past lock_timeout (a
 -- long transaction reading it), which every drop would wait for too.
+-- `cancelled`: a statement_timeout or pg_cancel_backend() stopped it (the
+-- run then stops too, releasing its lock; see enforce()).
 CREATE OR REPLACE FUNCTION retention.run_premake(p_dataset text, p_t timestamptz, p_lock_timeout text,
-                                                 OUT busy boolean, OUT note text)
+                                                 OUT busy boolean, OUT note text, OUT cancelled boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -928,12 +997,17 @@ DECLARE
     v_msg   text;
 BEGIN
     busy := false;
+    cancelled := false;
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
     PERFORM retention.premake(p_dataset, greatest(p_t, now()));
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-    busy := v_state = '55P03';
-    note := retention.error_note('premake failed', v_state, v_msg);
+EXCEPTION
+    WHEN query_canceled THEN
+        cancelled := true;
+        note := 'premake: cancelled (statement_timeout, or pg_cancel_backend)';
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        busy := v_state = '55P03';
+        note := retention.error_note('premake failed', v_state, v_msg);
 END
 $$;
 
@@ -941,14 +1015,16 @@ $$;
 -- predicate for T (run_predicate), the holds active at T (run_held), every
 -- retention a row can have (possible_keeps), the partitions (oldest first)
 -- and the default partition, whether the archive can take rows
--- (archive_follow) and the archive's partitions. `error` is set when the
--- run cannot go on (it then does nothing more).
+-- (archive_follow: `archive_ok`, and `archive_note`, what it did or why
+-- not) and the archive's partitions. `error` is set when the run cannot go
+-- on (it then does nothing more).
 CREATE OR REPLACE FUNCTION retention.run_context(p_dataset text, p_t timestamptz, p_lock_timeout text,
                                                  OUT error text, OUT pred text, OUT held text, OUT keeps interval[],
                                                  OUT archives boolean, OUT parts regclass[], OUT part_names text[],
                                                  OUT lowers timestamptz[], OUT uppers timestamptz[],
                                                  OUT default_part regclass, OUT archive_ok boolean, OUT archive_note text,
-                                                 OUT archive_parts regclass[])
+                                                 OUT archive_parts regclass[], OUT archive_part_names text[],
+                                                 OUT cancelled boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -957,6 +1033,7 @@ DECLARE
     v_state text;
     v_msg   text;
 BEGIN
+    cancelled := false;
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     SELECT array_agg(k) INTO keeps FROM retention.possible_keeps(p_dataset) AS k;
@@ -971,7 +1048,7 @@ BEGIN
       INTO parts, part_names, lowers, uppers, default_part
       FROM retention.partitions(p_dataset) p;
     archive_ok := true;
-    IF d.archive_relation IS NOT NULL THEN
+    IF archives THEN
         BEGIN
             SELECT f.ok, f.note INTO archive_ok, archive_note FROM retention.archive_follow(p_dataset) f;
         EXCEPTION WHEN OTHERS THEN
@@ -980,13 +1057,18 @@ BEGIN
             archive_note := retention.error_note('the archive could not take the table''s shape, so no row was archived',
                                                  v_state, v_msg);
         END;
-        SELECT array_agg(c.oid::regclass ORDER BY c.relname) INTO archive_parts
+        SELECT array_agg(c.oid::regclass ORDER BY c.relname), array_agg(c.oid::regclass::text ORDER BY c.relname)
+          INTO archive_parts, archive_part_names
           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
          WHERE i.inhparent = d.archive_relation::regclass;
     END IF;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-    error := retention.error_note('the run could not start', v_state, v_msg);
+EXCEPTION
+    WHEN query_canceled THEN
+        cancelled := true;
+        error := 'the run was cancelled (statement_timeout, or pg_cancel_backend) before it could start';
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        error := retention.error_note('the run could not start', v_state, v_msg);
 END
 $$;
 
@@ -999,8 +1081,10 @@ $$;
 --            held: it was dropped (its rows archived first, with an archive);
 --   rows     some rows may be expired: the run removes them in batches
 --            (run_batch);
---   skipped  it could not be done now (the note says why); the next run
+--   skipped  it could not be done now (`note` says why); the next run
 --            retries.
+-- `note` on a drop or `rows` says something the log should show (a
+-- retried serialization failure; a partition kept by a stamp).
 -- Before a drop, pgretain proves that nothing it did not mean to remove is
 -- in the partition: with an archive, the partition must be empty once its
 -- expired rows are archived; with changes_apply_to: new_rows, no row's
@@ -1018,7 +1102,8 @@ CREATE OR REPLACE FUNCTION retention.run_partition(p_dataset text, p_t timestamp
                                                    p_keeps interval[], p_pred text, p_held text,
                                                    p_default regclass, p_busy boolean, p_archive_ok boolean,
                                                    OUT action text, OUT in_dropped bigint, OUT archived bigint,
-                                                   OUT busy boolean, OUT note text)
+                                                   OUT busy boolean, OUT note text, OUT problem boolean,
+                                                   OUT cancelled boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
@@ -1040,6 +1125,8 @@ BEGIN
     in_dropped := 0;
     archived := 0;
     busy := p_busy;
+    problem := false;
+    cancelled := false;
     v_whole := p_upper IS NOT NULL AND (
         SELECT bool_and((p_upper AT TIME ZONE 'UTC'::text) + k + retention.calendar_slack(k) <= (p_t AT TIME ZONE 'UTC'::text))
           FROM unnest(p_keeps) AS k);
@@ -1067,27 +1154,39 @@ BEGIN
             END IF;
             IF busy THEN
                 action := 'skipped';
+                problem := true;
                 note := v_name || ': not dropped: the table was locked by another transaction past lock_timeout';
                 RETURN;
             END IF;
-            SELECT string_agg(format('%I on %s', c.conname, c.conrelid::regclass), ', ' ORDER BY c.conname)
-              INTO v_fk FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = p_partition;
+            -- A foreign key into the table has a clone on each partition:
+            -- named by the constraint the DBA sees (the clones' root).
+            WITH RECURSIVE up AS (
+                SELECT c.oid, c.conparentid, c.conname, c.conrelid
+                  FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = p_partition
+                UNION ALL
+                SELECT p.oid, p.conparentid, p.conname, p.conrelid
+                  FROM up JOIN pg_constraint p ON p.oid = up.conparentid
+            )
+            SELECT string_agg(DISTINCT format('%I on %s', up.conname, up.conrelid::regclass), ', ')
+              INTO v_fk FROM up WHERE up.conparentid = 0;
             IF v_fk IS NOT NULL THEN
                 action := 'skipped';
-                note := format('%s: not dropped: foreign key %s references it; drop that constraint (or make it reference rows that outlive these) and the next run drops the partition',
-                               v_name, v_fk);
+                problem := true;
+                note := format('%s: not dropped: foreign key %s references the table', v_name, v_fk);
                 RETURN;
             END IF;
             IF d.archive_relation IS NOT NULL THEN
                 IF NOT p_archive_ok THEN
                     action := 'skipped';
-                    note := v_name || ': not archived: see the archive''s shape above';
+                    problem := true;
+                    note := v_name || ': not archived: the archive cannot take the table''s shape (see above)';
                     RETURN;
                 END IF;
                 archived := retention.remove_batch(p_dataset, p_partition, p_t, 0, retention.pages_of(p_partition) + 1, p_pred);
                 EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s LIMIT 1000) x', p_partition) INTO v_n;
                 IF v_n > 0 THEN
                     action := 'skipped';
+                    problem := true;
                     note := format('%s: not dropped: %s%s row(s) in it are not past their deadline (a stamped retention outside the possible ones?); they stay and are enforced row by row',
                                    v_name, CASE WHEN v_n >= 1000 THEN 'at least ' ELSE '' END, v_n);
                     RETURN;
@@ -1097,6 +1196,7 @@ BEGIN
                                p_partition, p_pred) INTO v_n USING p_t;
                 IF v_n > 0 THEN
                     action := 'rows';
+                    problem := true;
                     note := format('%s: not dropped: %s%s row(s) in it carry a stamped retention that keeps them past T; its expired rows are removed row by row',
                                    v_name, CASE WHEN v_n >= 1000 THEN 'at least ' ELSE '' END, v_n);
                     RETURN;
@@ -1114,25 +1214,39 @@ BEGIN
             END;
             EXECUTE format('DROP TABLE %s', p_partition);
             action := 'dropped';
-            RETURN;
-        EXCEPTION WHEN serialization_failure OR deadlock_detected THEN
-            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-            v_try := v_try + 1;
-            archived := 0;
-            in_dropped := 0;
-            IF v_try >= 3 THEN
-                action := 'skipped';
-                note := retention.error_note(v_name || ' (after 3 tries)', v_state, v_msg);
-                RETURN;
+            IF v_try > 0 THEN
+                note := format('%s: dropped after %s serialization failure(s) or deadlock(s)', v_name, v_try);
             END IF;
-            PERFORM pg_sleep(0.1 * v_try);
-        WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-            archived := 0;
-            in_dropped := 0;
-            action := 'skipped';
-            note := retention.error_note(v_name, v_state, v_msg);
             RETURN;
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                v_try := v_try + 1;
+                archived := 0;
+                in_dropped := 0;
+                IF v_try >= 3 THEN
+                    action := 'skipped';
+                    problem := true;
+                    note := retention.error_note(v_name || ' (after 3 tries)', v_state, v_msg);
+                    RETURN;
+                END IF;
+                PERFORM pg_sleep(0.1 * v_try);
+            WHEN query_canceled THEN
+                archived := 0;
+                in_dropped := 0;
+                action := 'skipped';
+                problem := true;
+                cancelled := true;
+                note := v_name || ': cancelled (statement_timeout, or pg_cancel_backend)';
+                RETURN;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                archived := 0;
+                in_dropped := 0;
+                action := 'skipped';
+                problem := true;
+                note := retention.error_note(v_name, v_state, v_msg);
+                RETURN;
         END;
     END LOOP;
 END
@@ -1142,12 +1256,14 @@ $$;
 -- one partition (archiving them first, with an archive) and returns how
 -- many, and the next page to do (NULL when the partition is done). A
 -- serialization failure or deadlock (a sliding update moving a row the
--- batch deletes) is retried up to 3 times; any other error, or a lock held
--- past lock_timeout, ends this partition for this run, with a note.
+-- batch deletes) is retried up to 3 times (`retries` says how many it
+-- took); any other error, or a lock held past lock_timeout, ends this
+-- partition for this run, with a note.
 CREATE OR REPLACE FUNCTION retention.run_batch(p_dataset text, p_t timestamptz, p_lock_timeout text,
                                                p_partition regclass, p_from_page bigint, p_pages integer,
                                                p_pred text, p_archive_ok boolean,
-                                               OUT removed bigint, OUT next_page bigint, OUT note text)
+                                               OUT removed bigint, OUT next_page bigint, OUT note text,
+                                               OUT retries integer, OUT cancelled boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
@@ -1156,14 +1272,15 @@ SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     v_name  text := p_partition::text;
-    v_try   integer := 0;
     v_state text;
     v_msg   text;
 BEGIN
     removed := 0;
+    retries := 0;
+    cancelled := false;
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
     IF NOT p_archive_ok THEN
-        note := v_name || ': not archived: see the archive''s shape above';
+        note := v_name || ': not archived: the archive cannot take the table''s shape (see above)';
         RETURN;
     END IF;
     LOOP
@@ -1174,18 +1291,23 @@ BEGIN
             removed := retention.remove_batch(p_dataset, p_partition, p_t, p_from_page, p_pages, p_pred);
             next_page := p_from_page + p_pages;
             RETURN;
-        EXCEPTION WHEN serialization_failure OR deadlock_detected THEN
-            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-            v_try := v_try + 1;
-            IF v_try >= 3 THEN
-                note := retention.error_note(v_name || ' (rows, after 3 tries)', v_state, v_msg);
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                retries := retries + 1;
+                IF retries >= 3 THEN
+                    note := retention.error_note(v_name || ' (rows, after 3 tries)', v_state, v_msg);
+                    RETURN;
+                END IF;
+                PERFORM pg_sleep(0.1 * retries);
+            WHEN query_canceled THEN
+                cancelled := true;
+                note := v_name || ' (rows): cancelled (statement_timeout, or pg_cancel_backend)';
                 RETURN;
-            END IF;
-            PERFORM pg_sleep(0.1 * v_try);
-        WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-            note := retention.error_note(v_name || ' (rows)', v_state, v_msg);
-            RETURN;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                note := retention.error_note(v_name || ' (rows)', v_state, v_msg);
+                RETURN;
         END;
     END LOOP;
 END
@@ -1196,7 +1318,7 @@ $$;
 -- many, or why it could not.
 CREATE OR REPLACE FUNCTION retention.run_archive_expiry(p_dataset text, p_t timestamptz, p_lock_timeout text,
                                                         p_partition regclass, p_held text,
-                                                        OUT removed bigint, OUT note text)
+                                                        OUT removed bigint, OUT note text, OUT cancelled boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
@@ -1209,6 +1331,7 @@ DECLARE
     v_msg   text;
 BEGIN
     removed := 0;
+    cancelled := false;
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     EXECUTE format('DELETE FROM %s t WHERE (t.retention_deadline AT TIME ZONE ''UTC''::text) + %L::interval < ($1 AT TIME ZONE ''UTC''::text)%s',
@@ -1216,21 +1339,27 @@ BEGIN
                    CASE WHEN p_held IS NULL THEN '' ELSE format(' AND NOT coalesce(%s, false)', p_held) END)
         USING p_t;
     GET DIAGNOSTICS removed = ROW_COUNT;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-    removed := 0;
-    note := retention.error_note(p_partition::text || ' (archive expiry)', v_state, v_msg);
+EXCEPTION
+    WHEN query_canceled THEN
+        removed := 0;
+        cancelled := true;
+        note := p_partition::text || ' (archive expiry): cancelled (statement_timeout, or pg_cancel_backend)';
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        removed := 0;
+        note := retention.error_note(p_partition::text || ' (archive expiry)', v_state, v_msg);
 END
 $$;
 
 -- run_finish(...): writes the run's outcome and releases its lock:
---   ok       everything due was done;
+--   ok       everything due was done (`p_info` may say how, e.g. a column
+--            added to the archive, a retried serialization failure);
 --   partial  something was left for the next run (a partition skipped, a
 --            failed premake, an archive that could not take rows); the
 --            detail says what and why;
---   failed   the run could do nothing (see the detail).
+--   failed   the run could do nothing, or was cancelled (see the detail).
 CREATE OR REPLACE FUNCTION retention.run_finish(p_log bigint, p_dataset text, p_failed boolean, p_notes text[],
-                                                p_dropped text[], p_skipped text[], p_deleted bigint,
+                                                p_info text[], p_dropped text[], p_skipped text[], p_deleted bigint,
                                                 p_in_dropped bigint, p_archived bigint, p_archive_deleted bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -1247,9 +1376,9 @@ BEGIN
            partitions_dropped = p_dropped, partitions_skipped = p_skipped,
            rows_deleted = p_deleted, rows_in_dropped = p_in_dropped, rows_archived = p_archived,
            archive_rows_deleted = p_archive_deleted,
-           detail = NULLIF(concat_ws('; ', detail, NULLIF(array_to_string(p_notes, '; '), '')), '')
+           detail = NULLIF(concat_ws('; ', detail, NULLIF(array_to_string(p_notes || p_info, '; '), '')), '')
      WHERE id = p_log;
-    PERFORM pg_advisory_unlock(hashtext('pgretain'), hashtext(p_dataset));
+    PERFORM retention.run_release(p_dataset);
     RETURN v_outcome;
 END
 $$;
@@ -1277,6 +1406,11 @@ $$;
 --      some may be;
 --   5. run_archive_expiry for each archive partition;
 --   6. run_finish: the outcome, and the lock released.
+-- A cancel (statement_timeout, pg_cancel_backend) stops the run where it
+-- is: it is logged `failed`, the lock released, the caller's search_path
+-- put back, and the cancel reported to the caller. (A cancel that lands
+-- between two steps, or a terminated backend, leaves the run `running` and
+-- the lock to the session: the next run marks it failed.)
 -- Locks: see run_partition; every wait is bounded by the dataset's
 -- lock_timeout (retention.dataset.lock_timeout).
 -- Settings: search_path is pinned to pg_catalog, pg_temp first thing (a
@@ -1288,119 +1422,202 @@ CREATE OR REPLACE PROCEDURE retention.enforce(p_dataset text, p_now timestamptz 
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_caller   text := pg_catalog.current_setting('search_path');
-    v_t        timestamptz := coalesce(p_now, pg_catalog.now());
-    v_run      record;
-    v_ctx      record;
-    v_pre      record;
-    v_step     record;
-    v_batch    record;
-    v_exp      record;
-    v_page     bigint;
-    v_busy     boolean := false;
-    v_notes    text[] := '{}';
-    v_dropped  text[] := '{}';
-    v_skipped  text[] := '{}';
-    v_deleted  bigint := 0;
-    v_archived bigint := 0;
-    v_arch_del bigint := 0;
-    v_in_drop  bigint := 0;
-    v_outcome  text;
-    v_failed   boolean;
-    v_hint     text;
-    v_archive  boolean;
+    v_caller    text := pg_catalog.current_setting('search_path');
+    v_t         timestamptz := coalesce(p_now, pg_catalog.now());
+    v_run       record;
+    v_ctx       record;
+    v_pre       record;
+    v_step      record;
+    v_batch     record;
+    v_exp       record;
+    v_page      bigint;
+    v_busy      boolean := false;
+    v_cancelled boolean := false;
+    v_notes     text[] := '{}';   -- what was left undone, and why: the run is `partial`
+    v_info      text[] := '{}';   -- what the log should say besides: the run can still be `ok`
+    v_dropped   text[] := '{}';
+    v_skipped   text[] := '{}';
+    v_deleted   bigint := 0;
+    v_archived  bigint := 0;
+    v_arch_del  bigint := 0;
+    v_in_drop   bigint := 0;
+    v_retries   integer;
+    v_outcome   text;
+    v_failed    boolean;
+    v_hint      text;
+    v_error     text;
+    v_archive   boolean;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);
+    -- Each step below is one statement in a block that catches a cancel
+    -- (statement_timeout, pg_cancel_backend) wherever it lands in the step,
+    -- so the run can still log it and release its lock; the COMMITs are
+    -- outside the blocks (a block with a handler cannot commit).
 
     -- 1. Lock and log.
-    SELECT * INTO v_run FROM retention.run_start(p_dataset, v_t);
+    BEGIN
+        SELECT * INTO v_run FROM retention.run_start(p_dataset, v_t);
+    EXCEPTION WHEN query_canceled THEN
+        v_cancelled := true;
+    END;
+    IF v_cancelled THEN   -- nothing logged; the lock released if it was taken
+        PERFORM retention.run_release(p_dataset);
+        PERFORM pg_catalog.set_config('search_path', v_caller, false);
+        COMMIT;
+        RAISE EXCEPTION 'pgretain: enforcement of "%" was cancelled before it started', p_dataset
+            USING ERRCODE = 'query_canceled';
+    END IF;
     COMMIT;
     IF v_run.log_id IS NULL THEN   -- another run is in progress (logged)
         PERFORM pg_catalog.set_config('search_path', v_caller, false);
         RETURN;
     END IF;
-
-    -- 2. Future partitions.
-    SELECT * INTO v_pre FROM retention.run_premake(p_dataset, v_t, v_run.lock_timeout);
-    COMMIT;
-    v_busy := v_pre.busy;
-    IF v_pre.note IS NOT NULL THEN
-        v_notes := v_notes || v_pre.note;
+    IF v_run.takeover IS NOT NULL THEN
+        v_info := v_info || v_run.takeover;
     END IF;
 
-    -- 3. What this run needs to know.
-    SELECT * INTO v_ctx FROM retention.run_context(p_dataset, v_t, v_run.lock_timeout);
-    COMMIT;
-    IF v_ctx.error IS NULL THEN
-        IF v_ctx.archive_note IS NOT NULL THEN
-            v_notes := v_notes || v_ctx.archive_note;
+    -- 2. Future partitions.
+    BEGIN
+        SELECT * INTO v_pre FROM retention.run_premake(p_dataset, v_t, v_run.lock_timeout);
+        v_busy := v_pre.busy;
+        v_cancelled := v_pre.cancelled;
+        IF v_pre.note IS NOT NULL THEN
+            v_notes := v_notes || v_pre.note;
         END IF;
+    EXCEPTION WHEN query_canceled THEN
+        v_cancelled := true;
+    END;
+    COMMIT;
+
+    -- 3. What this run needs to know.
+    IF NOT v_cancelled THEN
+        BEGIN
+            SELECT * INTO v_ctx FROM retention.run_context(p_dataset, v_t, v_run.lock_timeout);
+            v_cancelled := v_ctx.cancelled;
+            v_error := v_ctx.error;
+        EXCEPTION WHEN query_canceled THEN
+            v_cancelled := true;
+        END;
+        COMMIT;
+    END IF;
+    IF NOT v_cancelled AND v_error IS NULL THEN
         v_archive := coalesce(v_ctx.archive_ok, true);
+        IF v_ctx.archive_note IS NOT NULL THEN
+            IF v_archive THEN
+                v_info := v_info || v_ctx.archive_note;      -- e.g. a column it added
+            ELSE
+                v_notes := v_notes || v_ctx.archive_note;    -- it cannot take the rows
+            END IF;
+        END IF;
 
         -- 4. Each partition, oldest first.
         FOR i IN 1 .. coalesce(pg_catalog.cardinality(v_ctx.parts), 0) LOOP
-            SELECT * INTO v_step
-              FROM retention.run_partition(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
-                                           v_ctx.uppers[i], v_ctx.keeps, v_ctx.pred, v_ctx.held,
-                                           v_ctx.default_part, v_busy, v_archive);
-            COMMIT;
-            v_busy := v_step.busy;
-            v_archived := v_archived + v_step.archived;
-            IF v_step.action = 'dropped' THEN
-                v_dropped := v_dropped || v_ctx.part_names[i];
-                v_in_drop := v_in_drop + v_step.in_dropped;
-            ELSIF v_step.action = 'skipped' THEN
-                v_skipped := v_skipped || v_ctx.part_names[i];
-                v_notes := v_notes || v_step.note;
-            ELSIF v_step.action = 'rows' THEN
+            EXIT WHEN v_cancelled;
+            BEGIN
+                SELECT * INTO v_step
+                  FROM retention.run_partition(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
+                                               v_ctx.uppers[i], v_ctx.keeps, v_ctx.pred, v_ctx.held,
+                                               v_ctx.default_part, v_busy, v_archive);
+                v_busy := v_step.busy;
+                v_cancelled := v_step.cancelled;
+                v_archived := v_archived + v_step.archived;
                 IF v_step.note IS NOT NULL THEN
-                    v_notes := v_notes || v_step.note;
-                END IF;
-                v_page := 0;
-                WHILE v_page IS NOT NULL LOOP
-                    SELECT * INTO v_batch
-                      FROM retention.run_batch(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_page,
-                                               v_run.batch_pages, v_ctx.pred, v_archive);
-                    COMMIT;
-                    IF v_ctx.archives THEN
-                        v_archived := v_archived + v_batch.removed;
+                    IF v_step.problem THEN
+                        v_notes := v_notes || v_step.note;
                     ELSE
-                        v_deleted := v_deleted + v_batch.removed;
+                        v_info := v_info || v_step.note;
                     END IF;
-                    IF v_batch.note IS NOT NULL THEN
-                        v_skipped := v_skipped || (v_ctx.part_names[i] || ' (rows)');
-                        v_notes := v_notes || v_batch.note;
-                    END IF;
-                    v_page := v_batch.next_page;
+                END IF;
+                IF v_step.action = 'dropped' THEN
+                    v_dropped := v_dropped || v_ctx.part_names[i];
+                    v_in_drop := v_in_drop + v_step.in_dropped;
+                ELSIF v_step.action = 'skipped' THEN
+                    v_skipped := v_skipped || v_ctx.part_names[i];
+                END IF;
+            EXCEPTION WHEN query_canceled THEN
+                v_cancelled := true;
+            END;
+            COMMIT;
+            IF NOT v_cancelled AND v_step.action = 'rows' THEN
+                v_page := 0;
+                v_retries := 0;
+                WHILE v_page IS NOT NULL AND NOT v_cancelled LOOP
+                    BEGIN
+                        SELECT * INTO v_batch
+                          FROM retention.run_batch(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_page,
+                                                   v_run.batch_pages, v_ctx.pred, v_archive);
+                        v_cancelled := v_batch.cancelled;
+                        v_retries := v_retries + v_batch.retries;
+                        IF v_ctx.archives THEN
+                            v_archived := v_archived + v_batch.removed;
+                        ELSE
+                            v_deleted := v_deleted + v_batch.removed;
+                        END IF;
+                        IF v_batch.note IS NOT NULL THEN
+                            v_skipped := v_skipped || (v_ctx.part_names[i] || ' (rows)');
+                            v_notes := v_notes || v_batch.note;
+                        END IF;
+                        v_page := v_batch.next_page;
+                    EXCEPTION WHEN query_canceled THEN
+                        v_cancelled := true;
+                    END;
+                    COMMIT;
                 END LOOP;
+                IF v_retries > 0 THEN
+                    v_info := v_info || pg_catalog.format('%s (rows): %s serialization failure(s) or deadlock(s), retried',
+                                                          v_ctx.part_names[i], v_retries);
+                END IF;
             END IF;
         END LOOP;
 
         -- 5. The archive: rows whose deadline plus archive_keep has passed.
         FOR i IN 1 .. coalesce(pg_catalog.cardinality(v_ctx.archive_parts), 0) LOOP
-            SELECT * INTO v_exp
-              FROM retention.run_archive_expiry(p_dataset, v_t, v_run.lock_timeout, v_ctx.archive_parts[i], v_ctx.held);
+            EXIT WHEN v_cancelled;
+            BEGIN
+                SELECT * INTO v_exp
+                  FROM retention.run_archive_expiry(p_dataset, v_t, v_run.lock_timeout, v_ctx.archive_parts[i], v_ctx.held);
+                v_cancelled := v_exp.cancelled;
+                v_arch_del := v_arch_del + v_exp.removed;
+                IF v_exp.note IS NOT NULL THEN
+                    v_skipped := v_skipped || v_ctx.archive_part_names[i];
+                    v_notes := v_notes || v_exp.note;
+                END IF;
+            EXCEPTION WHEN query_canceled THEN
+                v_cancelled := true;
+            END;
             COMMIT;
-            v_arch_del := v_arch_del + v_exp.removed;
-            IF v_exp.note IS NOT NULL THEN
-                v_skipped := v_skipped || v_ctx.archive_parts[i]::text;
-                v_notes := v_notes || v_exp.note;
-            END IF;
         END LOOP;
-    ELSE
-        v_notes := v_notes || v_ctx.error;
+    ELSIF v_error IS NOT NULL THEN
+        v_notes := v_notes || v_error;
+    END IF;
+    IF v_cancelled THEN
+        v_error := 'cancelled (statement_timeout, or pg_cancel_backend): the run stopped where it was; what it did is kept';
+        v_notes := v_notes || v_error;
     END IF;
 
-    -- 6. The outcome; the lock released.
-    v_outcome := retention.run_finish(v_run.log_id, p_dataset, v_ctx.error IS NOT NULL, v_notes, v_dropped,
-                                      v_skipped, v_deleted, v_in_drop, v_archived, v_arch_del);
+    -- 6. The outcome; the lock released (a second cancel here still
+    -- releases the lock, and the next run marks this one failed).
+    BEGIN
+        v_outcome := retention.run_finish(v_run.log_id, p_dataset, v_error IS NOT NULL, v_notes, v_info, v_dropped,
+                                          v_skipped, v_deleted, v_in_drop, v_archived, v_arch_del);
+    EXCEPTION WHEN query_canceled THEN
+        PERFORM retention.run_release(p_dataset);
+        v_cancelled := true;
+        v_outcome := 'failed';
+    END;
     COMMIT;
     v_failed := v_outcome = 'failed';   -- decided before the caller's search_path is back
     v_hint := pg_catalog.format('the detail is in retention.run_log (id %s); the next run tries again', v_run.log_id);
+    -- The caller's search_path back, committed (a setting made in a
+    -- transaction that then fails is undone with it). Nothing is evaluated
+    -- from here on but the message's variables.
     PERFORM pg_catalog.set_config('search_path', v_caller, false);
-    -- Nothing is evaluated from here on but the message's variables.
-    IF v_failed THEN
-        RAISE EXCEPTION 'pgretain: enforcement of "%" failed: %', p_dataset, v_ctx.error
+    COMMIT;
+    IF v_cancelled THEN
+        RAISE EXCEPTION 'pgretain: enforcement of "%" was cancelled', p_dataset
+            USING ERRCODE = 'query_canceled', HINT = v_hint;
+    ELSIF v_failed THEN
+        RAISE EXCEPTION 'pgretain: enforcement of "%" failed: %', p_dataset, v_error
             USING HINT = v_hint;
     END IF;
 END
