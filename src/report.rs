@@ -659,8 +659,9 @@ pub fn policy_in_words(
     out.push((
         "Schedule",
         vec![format!(
-            "pg_cron `{}` (GMT), job command `CALL retention.enforce_{}()`",
-            ds.schedule, ds.name
+            "pg_cron `{}` (GMT), job command `{}`",
+            ds.schedule,
+            crate::render::job_command(ds)
         )],
     ));
     out.push((

@@ -398,6 +398,20 @@ fn report_html_is_self_contained_well_formed_and_complete() {
     for ds in datasets {
         assert!(html.contains(&format!("id=\"{ds}\"")), "{ds} section");
         assert!(md.contains(&format!("## {ds}")), "{ds} in the markdown");
+        // The command the job really runs (regression: it was unquoted).
+        let job: String = d
+            .cluster
+            .client("postgres")
+            .query_one(
+                "SELECT command FROM cron.job WHERE jobname = $1",
+                &[&format!("pgretain:app:{ds}")],
+            )
+            .unwrap()
+            .get(0);
+        assert!(
+            md.contains(&format!("job command `{job}`")),
+            "{ds}: the report shows `{job}`"
+        );
     }
     // One chart of each kind per dataset, one overview.
     assert_eq!(html.matches("class=\"chart chart-runs\"").count(), 4);
