@@ -717,3 +717,33 @@ fn the_job_run_details_trim_touches_only_pgretains_jobs() {
         .collect();
     assert_eq!(left, ["team:nightly-report"]);
 }
+
+#[test]
+fn without_access_no_statement_timeout_of_the_database_kills_the_run_either() {
+    let _s = serial();
+    let without = EVENTS.replace(
+        "access:\n  owner: retention_owner\n  application: [chatbot_app]\n  readers: [compliance_auditor]\n",
+        "",
+    );
+    let d = Deployed::new(&without);
+    d.sql("UPDATE retention.dataset SET batch_pages = 1 WHERE name = 'events';
+           INSERT INTO app.events (bot_id, label, at)
+           SELECT 'bot-1', 'ancient', now() - interval '400 days' - g * interval '1 second' FROM generate_series(1, 3000) g;
+           CREATE FUNCTION app.slow_batch() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN NULL; END $$;
+           CREATE TRIGGER slow_batch AFTER DELETE ON app.events_default
+             FOR EACH STATEMENT EXECUTE FUNCTION app.slow_batch();
+           ALTER DATABASE app SET statement_timeout = '100ms';");
+    // The jobs run as the role that applied (postgres here), which has its
+    // own setting in this database.
+    let t = std::time::Instant::now();
+    as_role(&d, "postgres")
+        .batch_execute(&d.job_command("events"))
+        .unwrap();
+    assert!(
+        t.elapsed() > Duration::from_millis(300),
+        "too fast to prove anything"
+    );
+    assert_eq!(last_run(&d, "events").outcome, "ok");
+    assert_eq!(count(&d, "SELECT count(*) FROM app.events"), 0);
+}

@@ -88,6 +88,12 @@ pub fn prologue(policy: &Policy, transfer: Option<Transfer>) -> String {
         s.push_str(&ownership("CURRENT_USER"));
     }
     let Some(a) = &policy.access else {
+        // Without `access` the jobs run as the role that applies: it gets
+        // the jobs' own statement_timeout in this database (see below).
+        s.push_str(&format!(
+            "\n-- the jobs run as the role that applies (the policy has no `access`): no statement_timeout\n-- of the database or of every role cuts a run short\nDO {};\n",
+            dollar_quoted("timeout", &timeout_body("CURRENT_USER"))
+        ));
         return s;
     };
     let owner = ident(&a.owner);
@@ -139,13 +145,9 @@ pub fn prologue(policy: &Policy, transfer: Option<Transfer>) -> String {
     // A procedure cannot reset the timer of the CALL that runs it, so a
     // statement_timeout set on the database (or on every role) would kill
     // the nightly run: the jobs' role gets its own, for this database only.
-    let body = format!(
-        "\nBEGIN\n    EXECUTE pg_catalog.format('ALTER ROLE %I IN DATABASE %I SET statement_timeout = 0',\n                              {}, pg_catalog.current_database());\nEND\n",
-        lit(&a.owner)
-    );
     s.push_str(&format!(
         "-- the jobs' role is never cut short by a statement_timeout of the database or of every role\nDO {};\n",
-        dollar_quoted("timeout", &body)
+        dollar_quoted("timeout", &timeout_body(&lit(&a.owner)))
     ));
     if transfer == Some(Transfer::ToOwner) {
         s.push_str(&format!(
@@ -157,6 +159,14 @@ pub fn prologue(policy: &Policy, transfer: Option<Transfer>) -> String {
         "\n-- access: from here on, everything is created by (and owned by) {owner}\nSET LOCAL ROLE {owner};\n"
     ));
     s
+}
+
+/// The body of a DO block that gives role `role_sql` (an SQL expression)
+/// `statement_timeout = 0` in the current database.
+fn timeout_body(role_sql: &str) -> String {
+    format!(
+        "\nBEGIN\n    EXECUTE pg_catalog.format('ALTER ROLE %I IN DATABASE %I SET statement_timeout = 0',\n                              {role_sql}, pg_catalog.current_database());\nEND\n"
+    )
 }
 
 /// A DO block that gives schema retention, every relation and routine in it
