@@ -94,7 +94,7 @@ impl fmt::Display for CompileError {
     }
 }
 
-pub use crate::render::fnv1a64;
+use crate::hash::fnv1a64;
 
 /// What the opening and closing statements of a migration do besides
 /// pinning its search_path (see `render::access`).
@@ -670,36 +670,11 @@ fn restamp(ds: &Dataset) -> String {
          WHERE h.dataset = {l}::text AND h.keep = t.{stamp});\n\
          ALTER TABLE {rel} ENABLE TRIGGER USER;\n",
         name = ds.name,
-        stamp = ident(render::STAMP_COLUMN),
+        stamp = ident(crate::model::STAMP_COLUMN),
         l = lit(&ds.name),
         tenant = col(&ds.tenant),
         env = col(&ds.environment),
     )
-}
-
-/// The granularity `validate` picks when a dataset does not set `partition`
-/// (kept in step with `policy::validate`).
-fn default_partition(keep: crate::model::Duration) -> Granularity {
-    match keep.max_days() {
-        0..=400 => Granularity::Day,
-        401..=2000 => Granularity::Week,
-        _ => Granularity::Month,
-    }
-}
-
-fn granularity_name(g: Granularity) -> &'static str {
-    match g {
-        Granularity::Day => "day",
-        Granularity::Week => "week",
-        Granularity::Month => "month",
-    }
-}
-
-fn changes_apply_to_name(c: ChangesApplyTo) -> &'static str {
-    match c {
-        ChangesApplyTo::AllRows => "all_rows",
-        ChangesApplyTo::NewRows => "new_rows",
-    }
 }
 
 /// `delete`, or `archive` with its schema.
@@ -760,25 +735,25 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
         );
     }
     if old.partition != new.partition {
-        let defaulted = if new.partition == default_partition(new.keep) {
+        let defaulted = if new.partition == Granularity::default_for(new.keep) {
             format!(
                 " (when `partition` is not written, it follows `keep`: {} gives `{}`; write `partition: {}` in the dataset to keep the existing partitions)",
                 new.keep,
-                granularity_name(new.partition),
-                granularity_name(old.partition)
+                new.partition.as_str(),
+                old.partition.as_str()
             )
         } else {
             String::new()
         };
         refuse(
             "partition",
-            format!("`{}`", granularity_name(old.partition)),
-            format!("`{}`{defaulted}", granularity_name(new.partition)),
+            format!("`{}`", old.partition.as_str()),
+            format!("`{}`{defaulted}", new.partition.as_str()),
             &format!(
                 "the existing {} partitions of {} would overlap the new {} ones, so new partitions could not be created and inserts would pile up in the default partition",
-                granularity_name(old.partition),
+                old.partition.as_str(),
                 relation(old),
-                granularity_name(new.partition)
+                new.partition.as_str()
             ),
         );
     }
@@ -801,8 +776,8 @@ fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<St
     if old.changes_apply_to != new.changes_apply_to {
         refuse(
             "changes_apply_to",
-            format!("`{}`", changes_apply_to_name(old.changes_apply_to)),
-            format!("`{}`", changes_apply_to_name(new.changes_apply_to)),
+            format!("`{}`", old.changes_apply_to.as_str()),
+            format!("`{}`", new.changes_apply_to.as_str()),
             "rows already stored were written under the other rule",
         );
     }

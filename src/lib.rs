@@ -11,6 +11,7 @@ pub mod compile;
 pub mod db;
 pub mod diagnostic;
 pub mod enforce;
+pub mod hash;
 pub mod model;
 pub mod plan;
 pub mod policy;
@@ -18,6 +19,7 @@ pub mod render;
 pub mod report;
 pub mod status;
 pub mod verify;
+pub mod words;
 
 use std::path::Path;
 
@@ -44,7 +46,7 @@ pub fn check(dir: &Path) -> Result<String, Diagnostics> {
 
 /// "policy OK: 4 datasets, 3 overrides, 1 hold (2 files)".
 pub fn summary(p: &model::Policy) -> String {
-    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let plural = |n: usize, w: &str| format!("{n} {}", words::noun(n as i64, w));
     format!(
         "policy ok: {}, {}, {} ({})",
         plural(p.datasets.len(), "dataset"),

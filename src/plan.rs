@@ -23,6 +23,7 @@ use postgres::{SimpleQueryMessage, Transaction};
 use crate::compile::{read_state, STATE_FILE};
 use crate::db::{self, ctx, DbError};
 use crate::render::ident;
+use crate::words::{join_words, plural, seconds, thousands};
 
 /// How long plan waits for a lock the pending migrations need.
 const LOCK_TIMEOUT: &str = "5s";
@@ -174,37 +175,6 @@ impl Plan {
     }
 }
 
-/// `1204` → `1,204`.
-pub fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
-/// `1 row`, `1,204 rows`.
-pub fn plural(n: i64, word: &str) -> String {
-    format!("{} {word}{}", thousands(n), if n == 1 { "" } else { "s" })
-}
-
-fn seconds(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 1.0 && s.fract() == 0.0 {
-        format!("{s:.0} s")
-    } else {
-        format!("{} ms", d.as_millis())
-    }
-}
-
 impl Count {
     /// "1,204 rows of 52 tenants", "no rows", "≈ 1,200,000 rows (estimate: …)".
     fn removal(&self, timeout: Duration) -> String {
@@ -231,14 +201,6 @@ impl Count {
         } else {
             thousands(self.rows)
         }
-    }
-}
-
-fn join_words(parts: &[String]) -> String {
-    match parts {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
@@ -791,15 +753,6 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1204), "1,204");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(thousands(-1000), "-1,000");
-    }
 
     #[test]
     fn titles_come_from_the_header() {

@@ -20,8 +20,9 @@ use postgres::{IsolationLevel, Transaction};
 use crate::compile::{read_state, STATE_FILE};
 use crate::db::{self, ctx, DbError};
 use crate::model::{ChangesApplyTo, Dataset, Duration, OnExpiry, Policy};
-use crate::plan::{thousands, Interval};
+use crate::plan::Interval;
 use crate::render::{ident, lit, qualified, relation};
+use crate::words::{age, thousands};
 use crate::Diagnostics;
 
 /// Buckets of the age histogram between 0 and 1.5 × the retention.
@@ -316,7 +317,7 @@ fn column_text(ds_col: &Option<String>) -> String {
 /// The retention of row `t` (SQL), as enforcement computes it.
 fn keep_expr(ds: &Dataset) -> String {
     if ds.changes_apply_to == ChangesApplyTo::NewRows {
-        format!("t.{}", ident(crate::render::STAMP_COLUMN))
+        format!("t.{}", ident(crate::model::STAMP_COLUMN))
     } else {
         format!(
             "retention.keep_for({}, {}, {})",
@@ -504,18 +505,6 @@ fn evidence(tx: &mut Transaction, ds: &Dataset, now: DateTime<Utc>) -> Result<Ev
 // ---------------------------------------------------------------------------
 // Words
 // ---------------------------------------------------------------------------
-
-/// An age or a retention in days, for people: "36 h", "45 days", "2.5 years".
-fn age(d: f64) -> String {
-    let d = d.max(0.0);
-    if d < 2.0 {
-        format!("{} h", (d * 24.0).round())
-    } else if d < 730.0 {
-        format!("{} days", d.round())
-    } else {
-        format!("{:.1} years", d / 365.25)
-    }
-}
 
 /// The lower bound of a range, unit omitted when `age` of the upper has the same unit.
 fn age_short(a: f64, b: f64) -> String {
@@ -1802,9 +1791,6 @@ mod tests {
 
     #[test]
     fn ages_read_well() {
-        assert_eq!(age(0.5), "12 h");
-        assert_eq!(age(45.0), "45 days");
-        assert_eq!(age(1000.0), "2.7 years");
         assert_eq!(age_short(30.0, 60.0), "30");
         assert_eq!(age_short(1.0, 30.0), "24 h");
         assert_eq!(age_short(0.0, 45.6), "0");

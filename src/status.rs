@@ -14,14 +14,15 @@
 
 use std::time::SystemTime;
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use postgres::{Client, IsolationLevel, Transaction};
 use serde::{Serialize, Serializer};
 
 use crate::apply::job_name;
 use crate::db::{self, ctx, DbError};
-use crate::plan::{plural, thousands};
+use crate::model::schedule::next_run;
 use crate::render::ident;
+use crate::words::{bytes, plural, rfc3339, thousands};
 
 /// Version of the JSON shape (`format_version`); bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -224,113 +225,8 @@ fn ser_opt_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok,
     }
 }
 
-/// RFC 3339 in UTC with a `Z`, sub-second digits only when present.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
 fn utc(t: SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(t)
-}
-
-// ---------------------------------------------------------------------------
-// pg_cron schedules
-// ---------------------------------------------------------------------------
-
-/// A pg_cron schedule, parsed: a cron expression or an `N seconds` interval.
-enum Schedule {
-    Cron(Box<croner::Cron>),
-    Every(TimeDelta),
-}
-
-fn parse_schedule(schedule: &str) -> Option<Schedule> {
-    let s = schedule.trim();
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    if parts.len() == 2 && (parts[1] == "seconds" || parts[1] == "second") {
-        let n: i64 = parts[0].parse().ok()?;
-        return (n > 0).then(|| Schedule::Every(TimeDelta::seconds(n)));
-    }
-    // pg_cron's macros (Vixie cron's), spelled out.
-    let expr = match s.to_ascii_lowercase().as_str() {
-        "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
-        "@monthly" => "0 0 1 * *".to_string(),
-        "@weekly" => "0 0 * * 0".to_string(),
-        "@daily" | "@midnight" => "0 0 * * *".to_string(),
-        "@hourly" => "0 * * * *".to_string(),
-        _ => s.to_string(),
-    };
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    if fields.len() != 5 {
-        return None;
-    }
-    // Vixie cron (and so pg_cron): when the day-of-month or the day-of-week
-    // field starts with `*`, a day must match both; otherwise either.
-    let both = fields[2].starts_with('*') || fields[4].starts_with('*');
-    let cron = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Disallowed)
-        .year(croner::parser::Year::Disallowed)
-        .dom_and_dow(both)
-        .build()
-        .parse(&expr)
-        .ok()?;
-    Some(Schedule::Cron(Box::new(cron)))
-}
-
-/// When a job with this pg_cron schedule (GMT) runs next, strictly after
-/// `after`. For `N seconds` jobs: at most N seconds after `after`. `None`
-/// when the schedule cannot be read.
-pub fn next_run(schedule: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match parse_schedule(schedule)? {
-        Schedule::Every(d) => Some(after + d),
-        Schedule::Cron(c) => c.find_next_occurrence(&after, false).ok(),
-    }
-}
-
-/// The schedule's period: the longest gap between two consecutive runs
-/// over the year after `from` (daily = 24 h; `0 0 1,15 * *` = 17 days).
-/// `None` when the schedule cannot be read.
-pub fn period(schedule: &str, from: DateTime<Utc>) -> Option<TimeDelta> {
-    match parse_schedule(schedule)? {
-        Schedule::Every(d) => Some(d),
-        Schedule::Cron(c) => {
-            let first = c.find_next_occurrence(&from, false).ok()?;
-            let mut prev = first;
-            let mut longest = TimeDelta::zero();
-            for _ in 0..2000 {
-                let next = c.find_next_occurrence(&prev, false).ok()?;
-                longest = longest.max(next - prev);
-                prev = next;
-                if prev - first > TimeDelta::days(400) {
-                    break;
-                }
-            }
-            (longest > TimeDelta::zero()).then_some(longest)
-        }
-    }
-}
-
-/// "24 h", "90 min", "17 days 3 h": a duration for people.
-pub fn human_duration(d: TimeDelta) -> String {
-    let s = d.num_seconds();
-    if s < 120 {
-        format!("{s} s")
-    } else if s < 2 * 3600 && s % 3600 != 0 {
-        format!("{} min", s / 60)
-    } else if s < 72 * 3600 {
-        let (h, m) = (s / 3600, (s % 3600) / 60);
-        if m == 0 {
-            format!("{h} h")
-        } else {
-            format!("{h} h {m} min")
-        }
-    } else {
-        let (days, h) = (s / 86400, (s % 86400) / 3600);
-        if h == 0 {
-            format!("{days} days")
-        } else {
-            format!("{days} days {h} h")
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -759,21 +655,6 @@ fn opt_when(t: Option<DateTime<Utc>>) -> String {
     t.map(when).unwrap_or_else(|| "-".into())
 }
 
-fn bytes(n: i64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} bytes")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn count_text(c: Count, word: &str) -> String {
     match (c.count, c.at_least) {
         (0, _) => "none".into(),
@@ -938,65 +819,5 @@ impl DatasetStatus {
             s.push_str(&format!("  {k:<width$}  {v}\n"));
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn next_run_is_in_gmt_and_strictly_after() {
-        let at = t("2026-05-01T03:30:00Z");
-        assert_eq!(next_run("30 3 * * *", at), Some(t("2026-05-02T03:30:00Z")));
-        assert_eq!(next_run("30 3 * * *", t("2026-05-01T03:29:59Z")), Some(at));
-        assert_eq!(next_run("@daily", at), Some(t("2026-05-02T00:00:00Z")));
-        assert_eq!(next_run("@midnight", at), Some(t("2026-05-02T00:00:00Z")));
-        assert_eq!(
-            next_run("10 seconds", at),
-            Some(at + TimeDelta::seconds(10))
-        );
-        assert_eq!(next_run("not a schedule", at), None);
-    }
-
-    #[test]
-    fn day_fields_follow_vixie_cron() {
-        // Both restricted: either matches (the 13th, or a Friday).
-        let at = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap(); // a Friday
-        assert_eq!(next_run("0 0 13 * 5", at), Some(t("2026-05-08T00:00:00Z")));
-        // Day of month starts with `*`: both must match (an odd day that is a Monday).
-        assert_eq!(next_run("0 0 */2 * 1", at), Some(t("2026-05-11T00:00:00Z")));
-        // 7 is Sunday, too.
-        assert_eq!(next_run("0 0 * * 7", at), Some(t("2026-05-03T00:00:00Z")));
-    }
-
-    #[test]
-    fn period_is_the_longest_gap() {
-        let at = t("2026-05-01T10:00:00Z");
-        assert_eq!(period("30 3 * * *", at), Some(TimeDelta::hours(24)));
-        assert_eq!(period("@hourly", at), Some(TimeDelta::hours(1)));
-        assert_eq!(period("*/5 * * * *", at), Some(TimeDelta::minutes(5)));
-        assert_eq!(period("0 3 * * 1-5", at), Some(TimeDelta::hours(72)));
-        assert_eq!(period("0 0 1,15 * *", at), Some(TimeDelta::days(17)));
-        assert_eq!(period("30 seconds", at), Some(TimeDelta::seconds(30)));
-        assert_eq!(period("", at), None);
-    }
-
-    #[test]
-    fn durations_and_numbers_read_well() {
-        assert_eq!(human_duration(TimeDelta::hours(25)), "25 h");
-        assert_eq!(human_duration(TimeDelta::minutes(65)), "65 min");
-        assert_eq!(human_duration(TimeDelta::hours(1)), "1 h");
-        assert_eq!(human_duration(TimeDelta::days(17)), "17 days");
-        assert_eq!(human_duration(TimeDelta::seconds(30)), "30 s");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(thousands(12), "12");
-        assert_eq!(bytes(8192), "8.0 kB");
-        assert_eq!(bytes(100), "100 bytes");
     }
 }

@@ -30,8 +30,10 @@ use serde::Serialize;
 use crate::apply::job_for;
 use crate::compile::read_state;
 use crate::db::{self, ctx, DbError};
+use crate::model::schedule;
 use crate::render::ident;
-use crate::status::{self, human_duration, rfc3339, COUNT_CAP, STUCK_AFTER};
+use crate::status::{self, COUNT_CAP, STUCK_AFTER};
+use crate::words::{human_duration, rfc3339};
 
 /// Where apply records the fingerprint of every routine of schema `retention`.
 pub const FINGERPRINT_TABLE: &str = "retention.fingerprint";
@@ -627,7 +629,7 @@ fn check_dataset(
     }
 
     // (a) Rows overdue beyond one schedule period plus the grace.
-    let period = status::period(&d.schedule, at);
+    let period = schedule::period(&d.schedule, at);
     let tolerance = period.unwrap_or(TimeDelta::days(1)) + GRACE;
     let cutoff = at - tolerance;
     let pred: Option<String> = tx

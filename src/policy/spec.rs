@@ -10,6 +10,8 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::model::{ChangesApplyTo, Granularity, OnExpiry};
+
 /// A duration: a whole number and a unit, e.g. `365 days`, `1 year`, `12 hours`.
 /// (Zero is not a duration: the number has a non-zero digit.)
 pub const DURATION_PATTERN: &str =
@@ -148,31 +150,6 @@ pub struct DatasetSpec {
 /// A lock timeout: a whole number of milliseconds or seconds.
 pub const LOCK_TIMEOUT_PATTERN: &str =
     r"^\s*0*[1-9][0-9]*\s+(millisecond|milliseconds|ms|second|seconds|s)\s*$";
-
-/// Partition granularity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Granularity {
-    Day,
-    Week,
-    Month,
-}
-
-/// What happens to expired rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExpiry {
-    Delete,
-    Archive,
-}
-
-/// Which rows a retention change reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangesApplyTo {
-    AllRows,
-    NewRows,
-}
 
 /// Archive settings of a dataset with `on_expiry: archive`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -7,12 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::columns::{self, COLUMN_HELP};
 use super::cron;
-use super::duration::{Duration, DURATION_HELP};
+use super::duration::{self, DURATION_HELP};
 use super::position::Seg;
-use super::spec::{ChangesApplyTo, DatasetSpec, Granularity, OnExpiry};
+use super::spec::DatasetSpec;
 use super::{suggest, At, ParsedFile, SourceFile};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{Access, Archive, Column, Dataset, Hold, Override, Policy, Source};
+use crate::model::{
+    Access, Archive, ChangesApplyTo, Column, Dataset, Duration, Granularity, Hold, OnExpiry,
+    Override, Policy, Source, ARCHIVE_COLUMNS, STAMP_COLUMN,
+};
 use crate::ypath;
 
 /// Schemas pgretain must never create tables in.
@@ -24,12 +27,6 @@ const RESERVED_SCHEMAS: &[&str] = &[
     "cron",
     "public_retention",
 ];
-
-/// The column pgretain adds to `changes_apply_to: new_rows` tables.
-pub const STAMP_COLUMN: &str = "retention_keep";
-
-/// Columns the archive table adds to the dataset's own.
-const ARCHIVE_COLUMNS: &[&str] = &["archived_at", "retention_deadline"];
 
 /// Longest table name: partition names add `_pYYYYMMDD` (10 bytes) within 63.
 const MAX_TABLE_NAME: usize = 50;
@@ -110,7 +107,7 @@ impl Ctx<'_> {
         text: &str,
         what: &str,
     ) -> Option<Duration> {
-        match Duration::parse(text) {
+        match duration::parse(text) {
             Ok(d) => Some(d),
             Err(e) => {
                 self.err(
@@ -1326,11 +1323,7 @@ fn dataset(
         return None;
     }
     let keep = keep?;
-    let partition = s.partition.unwrap_or(match keep.max_days() {
-        0..=400 => Granularity::Day,
-        401..=2000 => Granularity::Week,
-        _ => Granularity::Month,
-    });
+    let partition = s.partition.unwrap_or(Granularity::default_for(keep));
     Some(Dataset {
         name: name.to_string(),
         description: s.description.clone(),

@@ -11,10 +11,10 @@
 //! the owner's; the closing grants the application roles and readers exactly
 //! what SPEC §3 lists. Pure functions, no I/O.
 
-use crate::model::{Access, ChangesApplyTo, Dataset, Policy};
+use crate::model::{Access, ChangesApplyTo, Dataset, Policy, STAMP_COLUMN};
 
 use super::text::{comment, dollar_quoted, ident, lit};
-use super::{archive_relation, expired_view_name, relation, STAMP_COLUMN};
+use super::{archive_relation, expired_view_name, relation};
 
 /// Hand the objects pgretain made to another role, at the start of a
 /// migration (run as the role that applies).

@@ -11,7 +11,9 @@
 
 use sea_query::{Alias, ColumnDef, Expr, Index, PostgresQueryBuilder, TableBuilder};
 
-use crate::model::{ChangesApplyTo, Dataset, Duration, Granularity, Hold, Override, Policy};
+use crate::model::{
+    ChangesApplyTo, Dataset, Duration, Granularity, Hold, Override, Policy, STAMP_COLUMN,
+};
 
 pub mod access;
 pub mod text;
@@ -29,26 +31,10 @@ pub const RUNTIME_VERSION: u32 = 2;
 /// The shared machinery of the `retention` schema.
 pub const RUNTIME_SQL: &str = include_str!("runtime.sql");
 
-/// Name of the column stamped with the retention in force at insert
-/// (`changes_apply_to: new_rows`).
-pub const STAMP_COLUMN: &str = "retention_keep";
-
 /// How far into the future a sliding clock may be moved by an update:
 /// activity cannot happen later than now, give or take clock skew. A later
 /// value is brought back to now plus this margin, with a warning.
 pub const SLIDING_CEILING: &str = "1 hour";
-
-/// FNV-1a, 64 bit: a stable content hash, for detecting hand edits of
-/// migrations and for making long object names unique (not a security
-/// measure; refinery checksums applied files).
-pub fn fnv1a64(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
 
 /// An interval literal: `interval '365 days'`.
 pub fn interval(d: Duration) -> String {
@@ -98,14 +84,6 @@ pub fn premake(g: Granularity) -> u32 {
         Granularity::Day => 14,
         Granularity::Week => 8,
         Granularity::Month => 4,
-    }
-}
-
-fn granularity(g: Granularity) -> &'static str {
-    match g {
-        Granularity::Day => "day",
-        Granularity::Week => "week",
-        Granularity::Month => "month",
     }
 }
 
@@ -160,11 +138,7 @@ pub fn dataset_settings(ds: &Dataset) -> String {
             opt(ds.erase_by.as_deref().map(lit)),
             "what erase() matches",
         ),
-        (
-            "granularity",
-            lit(granularity(ds.partition)),
-            "partition size",
-        ),
+        ("granularity", lit(ds.partition.as_str()), "partition size"),
         (
             "premake",
             premake(ds.partition).to_string(),
@@ -270,7 +244,7 @@ pub fn dataset_create(ds: &Dataset) -> String {
     s.push_str(&format!(
         "-- Table {}, range-partitioned by {} on {}.\n",
         rel,
-        granularity(ds.partition),
+        ds.partition.as_str(),
         ident(&ds.time)
     ));
     s.push_str(&format!(
@@ -403,7 +377,7 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     if full.len() <= 63 {
         return full;
     }
-    let hash = fnv1a64(full.as_bytes());
+    let hash = crate::hash::fnv1a64(full.as_bytes());
     let keep = 63 - suffix.len() - 9;
     let cut: String = base.chars().take(keep).collect();
     format!("{cut}_{}{suffix}", &hash[..8])

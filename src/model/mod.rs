@@ -1,16 +1,87 @@
 //! The resolved policy: plain, validated data that every later stage
 //! (compile, apply, status, report) consumes without re-validating.
 //!
-//! Produced only by `policy::load`. Serializable, so `compile` can record
-//! what it compiled in `generated/` and diff the next policy against it.
+//! A leaf: it imports nothing of pgretain, and owns its types, including
+//! the ones `policy` fills in (durations, column types, the enums of the
+//! policy language). Produced only by `policy::load`. Serializable, so
+//! `compile` can record what it compiled in `generated/` and diff the next
+//! policy against it. No I/O here.
+
+pub mod column;
+pub mod duration;
+pub mod schedule;
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::policy::columns::ColumnType;
-pub use crate::policy::duration::{Duration, Unit};
-pub use crate::policy::spec::{ChangesApplyTo, Granularity, OnExpiry};
+pub use column::ColumnType;
+pub use duration::{Duration, Fields, Unit};
+
+/// The column pgretain adds to a `changes_apply_to: new_rows` table: the
+/// retention in force when the row was inserted. Reserved in the policy.
+pub const STAMP_COLUMN: &str = "retention_keep";
+
+/// The columns an archive table adds to the dataset's own. Reserved in a
+/// dataset that archives.
+pub const ARCHIVE_COLUMNS: &[&str] = &["archived_at", "retention_deadline"];
+
+/// Partition granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    Day,
+    Week,
+    Month,
+}
+
+impl Granularity {
+    /// The name in the policy and in `retention.dataset.granularity`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Day => "day",
+            Granularity::Week => "week",
+            Granularity::Month => "month",
+        }
+    }
+
+    /// The granularity of a dataset that does not set `partition`: `day` up
+    /// to 400 days of `keep`, `week` up to 2000 days, `month` beyond.
+    pub fn default_for(keep: Duration) -> Granularity {
+        match keep.max_days() {
+            0..=400 => Granularity::Day,
+            401..=2000 => Granularity::Week,
+            _ => Granularity::Month,
+        }
+    }
+}
+
+/// What happens to expired rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExpiry {
+    Delete,
+    Archive,
+}
+
+/// Which rows a retention change reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangesApplyTo {
+    AllRows,
+    NewRows,
+}
+
+impl ChangesApplyTo {
+    /// The name in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangesApplyTo::AllRows => "all_rows",
+            ChangesApplyTo::NewRows => "new_rows",
+        }
+    }
+}
 
 /// Where a rule was written: `policies/retention.yaml:14`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
