@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use pgretain::apply::{apply, ApplyOptions};
-use pgretain::compile::{compile, CompileOptions};
+use pgretain::cmd::compile::{compile, CompileOptions};
 use postgres::{Client, NoTls};
 
 // ---------------------------------------------------------------------------

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use postgres::Client;
 use refinery::Runner;
 
-use crate::compile::{read_state, STATE_FILE};
 use crate::db::{self, ctx, DbError};
+use crate::generated::{read_state, STATE_FILE};
 use crate::model::{Access, Dataset, Policy};
 use crate::render;
 
@@ -76,7 +76,7 @@ pub fn job_for(ds: &Dataset, db: &str, username: Option<&str>) -> Job {
     Job {
         name: job_name(db, &ds.name),
         schedule: ds.schedule.clone(),
-        command: render::job_command(ds),
+        command: render::names::job_command(ds),
         database: db.to_string(),
         username: username.map(str::to_string),
     }
@@ -211,8 +211,8 @@ fn apply_locked(
     let history = history.unwrap_or_else(|| {
         format!(
             "{}.{}",
-            render::ident("public"),
-            render::ident(HISTORY_TABLE)
+            render::text::ident("public"),
+            render::text::ident(HISTORY_TABLE)
         )
     });
     let runner = runner(&migrations, &history);
@@ -430,13 +430,13 @@ fn register_jobs(
     if let Some(o) = owner {
         tx.batch_execute(&format!(
             "GRANT USAGE ON SCHEMA cron TO {}",
-            render::ident(o)
+            render::text::ident(o)
         ))
         .map_err(|e| {
             DbError(format!(
                 "granting the owner role `{o}` USAGE on schema cron (database `{cron_db}`) failed: {}. Run apply as a superuser, or run `GRANT USAGE ON SCHEMA cron TO {}` there as one",
                 db::pg_message(&e),
-                render::ident(o)
+                render::text::ident(o)
             ))
         })?;
     }
@@ -494,7 +494,7 @@ fn check_access(
             return fail(format!(
                 "role `{role}` named in `access` ({}) does not exist. Create it first: `CREATE ROLE {}{}`",
                 a.source,
-                render::ident(role),
+                render::text::ident(role),
                 if role == a.owner { " LOGIN" } else { "" }
             ));
         }
@@ -510,7 +510,7 @@ fn check_access(
         .map_err(ctx("reading the owner role"))?;
     let (o_super, o_login, o_connect, i_can): (bool, bool, bool, bool) =
         (o.get(0), o.get(1), o.get(2), o.get(3));
-    let q = render::ident(owner);
+    let q = render::text::ident(owner);
     if o_super {
         return fail(format!(
             "the owner role `{owner}` of `access` is a superuser: the nightly jobs would run with every right on the server, and nothing pgretain grants would limit them. Use a role without SUPERUSER (`ALTER ROLE {q} NOSUPERUSER`, or name another role)"
@@ -524,19 +524,19 @@ fn check_access(
     if !o_connect {
         return fail(format!(
             "the owner role `{owner}` may not connect to database `{data_db}`, where its jobs run. Allow it: `GRANT CONNECT ON DATABASE {} TO {q}`",
-            render::ident(&data_db)
+            render::text::ident(&data_db)
         ));
     }
     if !i_can {
         return fail(format!(
             "role `{me_name}`, which runs apply, cannot act as the owner role `{owner}`, and every migration creates its objects as the owner. Make it a member: `GRANT {q} TO {}`",
-            render::ident(&me_name)
+            render::text::ident(&me_name)
         ));
     }
     if !me_super && !me_createrole {
         return fail(format!(
             "role `{me_name}`, which runs apply, may not set the owner's own statement_timeout in this database (`ALTER ROLE {q} IN DATABASE ... SET statement_timeout = 0`, so no database or role timeout kills a run). Run apply as a superuser, or give it CREATEROLE: `ALTER ROLE {} CREATEROLE`",
-            render::ident(&me_name)
+            render::text::ident(&me_name)
         ));
     }
     for role in a.application.iter().chain(a.readers.iter()) {
@@ -555,7 +555,7 @@ fn check_access(
         if member {
             return fail(format!(
                 "role `{role}` of `access` is a member of the owner role `{owner}`, so it has every right of the machinery's owner. Revoke it: `REVOKE {q} FROM {}`",
-                render::ident(role)
+                render::text::ident(role)
             ));
         }
     }
@@ -583,7 +583,7 @@ fn check_access(
             if !has && !me_super && !mine {
                 return fail(format!(
                     "the owner role `{owner}` cannot create partitions in schema `{schema}` (owned by `{sowner}`), and role `{me_name}` cannot grant it. As `{sowner}`, run: `GRANT USAGE, CREATE ON SCHEMA {} TO {q}`",
-                    render::ident(schema)
+                    render::text::ident(schema)
                 ));
             }
             if !me_super && !mine && policy.datasets.iter().any(|d| d.schema == schema) {
@@ -598,8 +598,8 @@ fn check_access(
                     if !usage {
                         return fail(format!(
                             "the application role `{app}` cannot reach schema `{schema}` (owned by `{sowner}`), and role `{me_name}` cannot grant it. As `{sowner}`, run: `GRANT USAGE ON SCHEMA {} TO {}`",
-                            render::ident(schema),
-                            render::ident(app)
+                            render::text::ident(schema),
+                            render::text::ident(app)
                         ));
                     }
                 }
@@ -664,7 +664,7 @@ fn check_owner_can_drop(client: &mut Client, a: &Access) -> Result<(), DbError> 
         rows.len(),
         list.join(", "),
         if rows.len() > 5 { ", …" } else { "" },
-        render::ident(&a.owner)
+        render::text::ident(&a.owner)
     )))
 }
 

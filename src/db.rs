@@ -163,7 +163,7 @@ pub fn history_table(client: &mut Client) -> Result<Option<String>, DbError> {
         [r] => {
             let (schema, kind, owner, trusted, hooked): (String, String, String, bool, bool) =
                 (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-            let name = format!("{}.{}", crate::render::ident(&schema), crate::render::ident(HISTORY_TABLE));
+            let name = format!("{}.{}", crate::render::text::ident(&schema), crate::render::text::ident(HISTORY_TABLE));
             if kind != "r" || !trusted || hooked {
                 return Err(DbError(format!(
                     "refusing to use the migration history {name}: it is {}, owned by role `{owner}`{}. Another role may have made it to run its own code when apply records a migration. If pgretain was never applied here, drop it (`DROP TABLE {name}`); otherwise check it and give it to the role that applies (`ALTER TABLE {name} OWNER TO ...`). Nothing was changed",
@@ -186,8 +186,8 @@ pub fn history_table_or_default(client: &mut Client) -> Result<String, DbError> 
     Ok(history_table(client)?.unwrap_or_else(|| {
         format!(
             "{}.{}",
-            crate::render::ident("public"),
-            crate::render::ident(HISTORY_TABLE)
+            crate::render::text::ident("public"),
+            crate::render::text::ident(HISTORY_TABLE)
         )
     }))
 }
@@ -216,7 +216,7 @@ pub fn act_as_retention_owner(client: &mut Client) -> Result<Option<String>, DbE
     let owner = retention_owner(client)?;
     if let Some(o) = &owner {
         client
-            .batch_execute(&format!("SET ROLE {}", crate::render::ident(o)))
+            .batch_execute(&format!("SET ROLE {}", crate::render::text::ident(o)))
             .map_err(ctx("switching to the owner of schema retention"))?;
     }
     Ok(owner)

@@ -4,7 +4,7 @@
 //! `retention.run_log`, the evidence table.
 
 use crate::db::{self, ctx, DbError};
-use crate::render::lit;
+use crate::render::text::lit;
 
 /// What one enforcement run did to one dataset (a `retention.run_log` row).
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,7 @@ impl std::fmt::Display for RunResult {
 
 /// The command the job of `dataset` runs.
 pub fn job_command(dataset: &str) -> String {
-    crate::render::job_command_named(dataset)
+    crate::render::names::job_command_named(dataset)
 }
 
 fn datasets(client: &mut postgres::Client) -> Result<Vec<String>, DbError> {

@@ -7,10 +7,12 @@
 //! arguments and calls the library functions below.
 
 pub mod apply;
+pub mod cmd;
 pub mod compile;
 pub mod db;
 pub mod diagnostic;
 pub mod enforce;
+pub mod generated;
 pub mod hash;
 pub mod model;
 pub mod plan;

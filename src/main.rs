@@ -170,25 +170,25 @@ fn main() -> ExitCode {
             check,
             allow_destructive,
         } => {
-            let opts = pgretain::compile::CompileOptions {
+            let opts = pgretain::cmd::compile::CompileOptions {
                 policy_dir: dir,
                 generated_dir: generated,
                 check,
                 allow_destructive,
             };
-            match pgretain::compile::compile(&opts) {
-                Ok(pgretain::compile::CompileOutcome::UpToDate) => {
+            match pgretain::cmd::compile::compile(&opts) {
+                Ok(pgretain::cmd::compile::CompileOutcome::UpToDate) => {
                     println!("{} is up to date", opts.generated_dir.display());
                     code(exit::OK)
                 }
-                Ok(pgretain::compile::CompileOutcome::Written { file, changes }) => {
+                Ok(pgretain::cmd::compile::CompileOutcome::Written { file, changes }) => {
                     println!("wrote {}", opts.generated_dir.join(&file).display());
                     for c in changes {
                         println!("  {c}");
                     }
                     code(exit::OK)
                 }
-                Ok(pgretain::compile::CompileOutcome::Stale(reasons)) => {
+                Ok(pgretain::cmd::compile::CompileOutcome::Stale(reasons)) => {
                     eprintln!("error: {} is out of date:", opts.generated_dir.display());
                     for r in reasons {
                         eprintln!("  {r}");

@@ -20,9 +20,9 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::{SimpleQueryMessage, Transaction};
 
-use crate::compile::{read_state, STATE_FILE};
 use crate::db::{self, ctx, DbError};
-use crate::render::ident;
+use crate::generated::{read_state, STATE_FILE};
+use crate::render::text::ident;
 use crate::words::{join_words, plural, seconds, thousands};
 
 /// How long plan waits for a lock the pending migrations need.

@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use postgres::{IsolationLevel, Transaction};
 
-use crate::compile::{read_state, STATE_FILE};
 use crate::db::{self, ctx, DbError};
+use crate::generated::{read_state, STATE_FILE};
 use crate::model::{ChangesApplyTo, Dataset, Duration, OnExpiry, Policy};
 use crate::plan::Interval;
-use crate::render::{ident, lit, qualified, relation};
+use crate::render::names::{qualified, relation};
+use crate::render::text::{ident, lit};
 use crate::words::{age, thousands};
 use crate::Diagnostics;
 
@@ -650,7 +651,7 @@ pub fn policy_in_words(
         vec![format!(
             "pg_cron `{}` (GMT), job command `{}`",
             ds.schedule,
-            crate::render::job_command(ds)
+            crate::render::names::job_command(ds)
         )],
     ));
     out.push((

@@ -21,7 +21,7 @@ use serde::{Serialize, Serializer};
 use crate::apply::job_name;
 use crate::db::{self, ctx, DbError};
 use crate::model::schedule::next_run;
-use crate::render::ident;
+use crate::render::text::ident;
 use crate::words::{bytes, plural, rfc3339, thousands};
 
 /// Version of the JSON shape (`format_version`); bumped on any incompatible change.

@@ -28,10 +28,10 @@ use postgres::{Client, Transaction};
 use serde::Serialize;
 
 use crate::apply::job_for;
-use crate::compile::read_state;
 use crate::db::{self, ctx, DbError};
+use crate::generated::read_state;
 use crate::model::schedule;
-use crate::render::ident;
+use crate::render::text::ident;
 use crate::status::{self, COUNT_CAP, STUCK_AFTER};
 use crate::words::{human_duration, rfc3339};
 
@@ -253,7 +253,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
             VerifyError::Generated(format!(
                 "{} has no {}: pass --generated with the directory `pgretain compile` wrote",
                 dir.display(),
-                crate::compile::STATE_FILE
+                crate::generated::STATE_FILE
             ))
         })?;
     let mut files = refinery::load_sql_migrations(dir).map_err(|e| {

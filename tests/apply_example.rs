@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use common::Cluster;
 use pgretain::apply::{apply, ApplyOptions};
-use pgretain::compile::{compile, CompileOptions, CompileOutcome};
+use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
 
 #[test]
 fn example_policy_applies_and_schedules_jobs() {

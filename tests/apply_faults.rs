@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::Cluster;
-use pgretain::compile::{compile, CompileOptions};
+use pgretain::cmd::compile::{compile, CompileOptions};
 
 const POLICY: &str = r#"
 version: 1

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use common::Cluster;
 use pgretain::apply::{apply, job_name, ApplyOptions};
-use pgretain::compile::{compile, CompileError, CompileOptions, CompileOutcome, STATE_FILE};
-use pgretain::render::job_command;
+use pgretain::cmd::compile::{compile, CompileError, CompileOptions, CompileOutcome};
+use pgretain::generated::STATE_FILE;
+use pgretain::render::names::job_command;
 
 /// The starting policy: a frozen copy of the example policy.
 fn example() -> String {
@@ -131,7 +132,7 @@ fn apply_to(url: &str, gen: &Path) -> Vec<String> {
 
 /// Run every dataset's job command; each run must log `ok`.
 fn run_jobs(db: &mut postgres::Client, gen: &Path) {
-    let state = pgretain::compile::read_state(gen).unwrap().unwrap();
+    let state = pgretain::generated::read_state(gen).unwrap().unwrap();
     for ds in &state.policy.datasets {
         db.batch_execute(&job_command(ds))
             .unwrap_or_else(|e| panic!("{}: {e:?}", job_command(ds)));
@@ -739,7 +740,7 @@ fn a_runtime_change_compiles_into_an_upgrade_migration() {
 /// policies, not output).
 #[test]
 fn committed_v1_matches_what_this_pgretain_writes() {
-    let state = pgretain::compile::read_state(Path::new("generated"))
+    let state = pgretain::generated::read_state(Path::new("generated"))
         .unwrap()
         .expect("generated/pgretain-state.json");
     if state.migrations.len() != 1 {

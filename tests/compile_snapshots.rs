@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 
 use common::Cluster;
 use pgretain::apply::{apply, job_name, ApplyOptions};
-use pgretain::compile::{compile, CompileOptions, CompileOutcome, STATE_FILE};
-use pgretain::render::{job_command, RUNTIME_SQL};
+use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
+use pgretain::generated::STATE_FILE;
+use pgretain::render::names::job_command;
+use pgretain::render::RUNTIME_SQL;
 
 /// Every fixture directory under `tests/fixtures/`.
 const FIXTURES: &[&str] = &[
@@ -275,7 +277,9 @@ fn every_snapshot_applies_and_its_jobs_run() {
         .unwrap_or_else(|e| panic!("{fixture}: apply failed: {e}"));
         assert_eq!(report.migrations, ["V1__init"], "{fixture}");
 
-        let state = pgretain::compile::read_state(gen.path()).unwrap().unwrap();
+        let state = pgretain::generated::read_state(gen.path())
+            .unwrap()
+            .unwrap();
         let mut client = cluster.client(&db);
         prepare(fixture, &mut client);
         for ds in &state.policy.datasets {

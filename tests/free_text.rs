@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use common::Cluster;
 use pgretain::apply::{apply, ApplyOptions};
-use pgretain::compile::{compile, CompileOptions};
+use pgretain::cmd::compile::{compile, CompileOptions};
 use serde_yaml::{Mapping, Value};
 
 /// A tiny deterministic generator (xorshift64*), so failures reproduce.

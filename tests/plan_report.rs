@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::deploy::Deployed;
-use pgretain::compile::{compile, CompileOptions, CompileOutcome};
+use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
 use pgretain::plan::{plan, PlanOptions};
 use pgretain::report::{build, html, markdown, report, ReportOptions, ReportOutput};
 use postgres::Client;

@@ -192,15 +192,15 @@ fn check_bytes(dir: &Path, bytes: &[u8]) {
 /// Compile `policy` into `generated`: a written migration, "up to date", or
 /// a clean refusal with a message; never a panic or an I/O error.
 fn compile_cleanly(policy: &Path, generated: &Path) {
-    let opts = pgretain::compile::CompileOptions {
+    let opts = pgretain::cmd::compile::CompileOptions {
         policy_dir: policy.to_path_buf(),
         generated_dir: generated.to_path_buf(),
         check: false,
         allow_destructive: false,
     };
-    match pgretain::compile::compile(&opts) {
+    match pgretain::cmd::compile::compile(&opts) {
         Ok(_) => {}
-        Err(pgretain::compile::CompileError::Refused(reasons)) => {
+        Err(pgretain::cmd::compile::CompileError::Refused(reasons)) => {
             assert!(!reasons.is_empty() && reasons.iter().all(|r| !r.is_empty()));
         }
         Err(e) => panic!("compile failed on a valid policy: {e}"),

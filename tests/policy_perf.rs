@@ -174,7 +174,7 @@ fn compile_is_fast_on_a_big_policy() {
     for _ in 0..3 {
         let out = tempfile::tempdir().expect("tempdir");
         let t0 = Instant::now();
-        pgretain::compile::compile(&pgretain::compile::CompileOptions {
+        pgretain::cmd::compile::compile(&pgretain::cmd::compile::CompileOptions {
             policy_dir: tmp.path().to_path_buf(),
             generated_dir: out.path().to_path_buf(),
             check: false,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::deploy::Deployed;
-use pgretain::compile::CompileOutcome;
+use pgretain::cmd::compile::CompileOutcome;
 use pgretain::status::{status, StatusOptions};
 use pgretain::verify::{verify, FindingKind, VerifyOptions, VerifyReport};
 use postgres::Client;

@@ -13,8 +13,8 @@
 
 use crate::model::{Access, ChangesApplyTo, Dataset, Policy, STAMP_COLUMN};
 
+use super::names::{self, archive_relation, relation, FINGERPRINT_TABLE};
 use super::text::{comment, dollar_quoted, ident, lit};
-use super::{archive_relation, expired_view_name, relation};
 
 /// Hand the objects pgretain made to another role, at the start of a
 /// migration (run as the role that applies).
@@ -42,7 +42,8 @@ const READER_ROUTINES: &[&str] = &[
     "retention.pages_of(regclass)",
 ];
 
-/// The tables readers may read: settings, holds, the evidence.
+/// The tables of `runtime.sql` readers may read: settings, holds, the
+/// evidence (and, besides them, [`FINGERPRINT_TABLE`]).
 const READER_TABLES: &[&str] = &[
     "retention.dataset",
     "retention.environment",
@@ -52,7 +53,6 @@ const READER_TABLES: &[&str] = &[
     "retention.keep_history",
     "retention.config",
     "retention.run_log",
-    "retention.fingerprint",
 ];
 
 fn roles(list: &[String]) -> String {
@@ -279,9 +279,14 @@ fn grants_sql(policy: &Policy, a: &Access) -> String {
              -- `pgretain status` / `verify` / `plan` / `report` call ({src})\n\
              GRANT USAGE ON SCHEMA retention TO {readers};\n\
              GRANT SELECT ON {} TO {readers};\n",
-            READER_TABLES.join(", ")
+            READER_TABLES
+                .iter()
+                .chain([&FINGERPRINT_TABLE])
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
-        let views: Vec<String> = policy.datasets.iter().map(expired_view_name).collect();
+        let views: Vec<String> = policy.datasets.iter().map(names::expired_view).collect();
         if !views.is_empty() {
             s.push_str(&format!(
                 "GRANT SELECT ON {} TO {readers};\n",

@@ -1,10 +1,10 @@
 //! A database with a policy compiled and applied, the way CI deploys it:
-//! `pgretain::compile` into a temporary `generated/`, then
+//! `pgretain::cmd::compile` into a temporary `generated/`, then
 //! `pgretain::apply`. Shared by the integration tests that need a deployed
 //! policy; each `Deployed` owns its own cluster.
 
 use pgretain::apply::{apply, ApplyOptions, ApplyReport};
-use pgretain::compile::{compile, CompileOptions, CompileOutcome};
+use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
 use postgres::Client;
 
 use super::Cluster;

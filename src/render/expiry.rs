@@ -1,0 +1,106 @@
+//! The expiry rule, written once: a row expires when its deadline (its
+//! time in UTC plus the retention in force for it) is before the run's
+//! start, unless a legal hold covers it.
+//!
+//! As SQL over row `t` of the dataset's table, for the view of expired rows
+//! (`render`), and for the report's counts of rows past their deadline and
+//! held (`db`); and in words, for the comment that opens each dataset's
+//! migration. It mirrors `retention.expired_predicate()` of `runtime.sql`,
+//! which each run specializes; tests check both remove the same rows.
+//! Pure functions, no I/O.
+
+use crate::model::{ChangesApplyTo, Dataset, STAMP_COLUMN};
+
+use super::text::{ident, lit};
+
+/// The expiry rule of one dataset, over row `t`.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry<'a> {
+    ds: &'a Dataset,
+}
+
+impl<'a> Expiry<'a> {
+    /// The rule of `ds`.
+    pub fn of(ds: &'a Dataset) -> Expiry<'a> {
+        Expiry { ds }
+    }
+
+    /// Column `column` of row `t` as text, or `NULL::text` without one.
+    fn column_text(column: Option<&str>) -> String {
+        column
+            .map(|c| format!("t.{}::text", ident(c)))
+            .unwrap_or_else(|| "NULL::text".into())
+    }
+
+    fn tenant(&self) -> String {
+        Self::column_text(self.ds.tenant.as_deref())
+    }
+
+    fn environment(&self) -> String {
+        Self::column_text(self.ds.environment.as_deref())
+    }
+
+    /// The retention in force now for row `t`'s tenant and environment.
+    pub fn keep_in_force(&self) -> String {
+        format!(
+            "retention.keep_for({}::text, {}, {})",
+            lit(&self.ds.name),
+            self.tenant(),
+            self.environment()
+        )
+    }
+
+    /// The retention of row `t`: its stamp (`changes_apply_to: new_rows`),
+    /// or the retention in force now.
+    pub fn keep(&self) -> String {
+        if self.ds.changes_apply_to == ChangesApplyTo::NewRows {
+            format!("t.{}", ident(STAMP_COLUMN))
+        } else {
+            self.keep_in_force()
+        }
+    }
+
+    /// Row `t`'s deadline as a UTC timestamp without time zone.
+    fn deadline_utc(&self) -> String {
+        format!(
+            "(t.{} AT TIME ZONE 'UTC'::text) + {}",
+            ident(&self.ds.time),
+            self.keep()
+        )
+    }
+
+    /// Row `t`'s deadline, a `timestamptz`.
+    pub fn deadline(&self) -> String {
+        format!("({}) AT TIME ZONE 'UTC'::text", self.deadline_utc())
+    }
+
+    /// Whether row `t`'s deadline is before `at` (an SQL `timestamptz`).
+    pub fn past_deadline(&self, at: &str) -> String {
+        format!("{} < ({at} AT TIME ZONE 'UTC'::text)", self.deadline_utc())
+    }
+
+    /// Whether a legal hold covers row `t` at `at`.
+    pub fn held(&self, at: &str) -> String {
+        format!(
+            "retention.is_held({}::text, {}, {}, {at})",
+            lit(&self.ds.name),
+            self.tenant(),
+            self.environment()
+        )
+    }
+
+    /// Whether a run starting at `at` removes row `t`: past its deadline
+    /// and not held. (Laid out on two lines, as the view shows it.)
+    pub fn expired(&self, at: &str) -> String {
+        format!("{}\n  AND NOT {}", self.past_deadline(at), self.held(at))
+    }
+
+    /// The rule in words, as the comment opening the dataset's migration
+    /// says it (two comment lines).
+    pub fn in_words(&self) -> String {
+        format!(
+            "-- Each run removes exactly the rows whose deadline, {} + retention (UTC),\n-- is before the run's start, unless a legal hold covers them.\n",
+            ident(&self.ds.time)
+        )
+    }
+}
