@@ -3,8 +3,7 @@
 //! `retention.erase()` function. Both read what happened back from
 //! `retention.run_log`, the evidence table.
 
-use crate::db::{self, ctx, DbError};
-use crate::render::text::lit;
+use crate::db::{catalog, connect, enforce, session, DbError};
 
 /// What one enforcement run did to one dataset (a `retention.run_log` row).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,84 +48,50 @@ impl std::fmt::Display for RunResult {
     }
 }
 
-/// The command the job of `dataset` runs.
-pub fn job_command(dataset: &str) -> String {
-    crate::render::names::job_command_named(dataset)
-}
-
-fn datasets(client: &mut postgres::Client) -> Result<Vec<String>, DbError> {
-    let rows = client
-        .query("SELECT name FROM retention.dataset ORDER BY name", &[])
-        .map_err(|e| {
-            DbError(format!(
-                "cannot read retention.dataset ({}); has `pgretain apply` run on this database?",
-                db::pg_message(&e)
-            ))
-        })?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+/// The datasets this database enforces, after checking `only` names some of them.
+fn chosen(client: &mut postgres::Client, only: &[String]) -> Result<Vec<String>, DbError> {
+    let all: Vec<String> = catalog::datasets(client)?
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    if only.is_empty() {
+        return Ok(all);
+    }
+    for d in only {
+        if !all.contains(d) {
+            return Err(DbError(format!(
+                "unknown dataset `{d}`; this database enforces: {}",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(only.to_vec())
 }
 
 /// `pgretain run [DATASET...]`: enforce now. Unknown datasets are an error
 /// before anything runs.
 pub fn run(database_url: Option<&str>, only: &[String]) -> Result<Vec<RunResult>, DbError> {
-    let cfg = db::config(database_url)?;
-    let mut client = db::connect(&cfg)?;
+    let cfg = connect::config(database_url)?;
+    let mut client = connect::connect(&cfg)?;
     // The run is the job's: as the role the job runs as (with access, the
     // owner of schema retention), and never cut short by a statement_timeout
     // of the database, the role or PGOPTIONS.
-    db::act_as_retention_owner(&mut client)?;
-    client
-        .batch_execute("SELECT pg_catalog.set_config('statement_timeout', '0', false)")
-        .map_err(ctx("clearing statement_timeout"))?;
-    let all = datasets(&mut client)?;
-    let chosen: Vec<String> = if only.is_empty() {
-        all.clone()
-    } else {
-        for d in only {
-            if !all.contains(d) {
-                return Err(DbError(format!(
-                    "unknown dataset `{d}`; this database enforces: {}",
-                    all.join(", ")
-                )));
-            }
-        }
-        only.to_vec()
-    };
+    connect::act_as_retention_owner(&mut client)?;
+    session::clear_statement_timeout(&mut client)?;
     let mut results = Vec::new();
-    for d in &chosen {
-        let before: i64 = client
-            .query_one("SELECT coalesce(max(id), 0) FROM retention.run_log", &[])
-            .map_err(ctx("reading retention.run_log"))?
-            .get(0);
-        let call = client.batch_execute(&job_command(d));
-        let row = client
-            .query_opt(
-                "SELECT dataset, outcome, partitions_dropped, partitions_skipped, rows_deleted, rows_in_dropped,
-                        rows_archived, archive_rows_deleted,
-                        extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at)::float8, detail
-                   FROM retention.run_log WHERE dataset = $1 AND action = 'enforce' AND id > $2
-                  ORDER BY id DESC LIMIT 1",
-                &[d, &before],
-            )
-            .map_err(ctx("reading retention.run_log"))?;
-        if let Err(e) = call {
-            return Err(DbError(format!(
-                "enforcement of `{d}` failed: {}",
-                db::pg_message(&e)
-            )));
-        }
-        if let Some(r) = row {
+    for d in chosen(&mut client, only)? {
+        if let Some(r) = enforce::enforce(&mut client, &d)? {
             results.push(RunResult {
-                dataset: r.get(0),
-                outcome: r.get(1),
-                partitions_dropped: r.get(2),
-                partitions_skipped: r.get(3),
-                rows_deleted: r.get(4),
-                rows_in_dropped: r.get(5),
-                rows_archived: r.get(6),
-                archive_rows_deleted: r.get(7),
-                seconds: r.get(8),
-                detail: r.get(9),
+                dataset: r.dataset,
+                outcome: r.outcome,
+                partitions_dropped: r.partitions_dropped,
+                partitions_skipped: r.partitions_skipped,
+                rows_deleted: r.rows_deleted,
+                rows_in_dropped: r.rows_in_dropped,
+                rows_archived: r.rows_archived,
+                archive_rows_deleted: r.archive_rows_deleted,
+                seconds: r.seconds,
+                detail: r.detail,
             });
         }
     }
@@ -144,30 +109,15 @@ pub struct EraseResult {
 
 /// `pgretain erase DATASET KEY`.
 pub fn erase(database_url: Option<&str>, dataset: &str, key: &str) -> Result<EraseResult, DbError> {
-    let cfg = db::config(database_url)?;
-    let mut client = db::connect(&cfg)?;
-    db::act_as_retention_owner(&mut client)?;
-    let all = datasets(&mut client)?;
-    if !all.iter().any(|d| d == dataset) {
-        return Err(DbError(format!(
-            "unknown dataset `{dataset}`; this database enforces: {}",
-            all.join(", ")
-        )));
-    }
-    let sql = format!(
-        "SELECT * FROM retention.erase({}::text, $1::text)",
-        lit(dataset)
-    );
-    let r = client.query_one(sql.as_str(), &[&key]).map_err(|e| {
-        DbError(format!(
-            "erasure in `{dataset}` failed: {}",
-            db::pg_message(&e)
-        ))
-    })?;
+    let cfg = connect::config(database_url)?;
+    let mut client = connect::connect(&cfg)?;
+    connect::act_as_retention_owner(&mut client)?;
+    chosen(&mut client, &[dataset.to_string()])?;
+    let e = enforce::erase(&mut client, dataset, key)?;
     Ok(EraseResult {
-        rows_deleted: r.get(0),
-        archive_rows_deleted: r.get(1),
-        rows_kept_by_hold: r.get(2),
-        holds: r.get(3),
+        rows_deleted: e.rows_deleted,
+        archive_rows_deleted: e.archive_rows_deleted,
+        rows_kept_by_hold: e.rows_kept_by_hold,
+        holds: e.holds,
     })
 }

@@ -17,12 +17,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use postgres::error::SqlState;
-use postgres::{SimpleQueryMessage, Transaction};
+use postgres::Transaction;
 
-use crate::db::{self, ctx, DbError};
-use crate::generated::{read_state, STATE_FILE};
-use crate::render::text::ident;
+use crate::db::catalog::{self, Interval};
+use crate::db::history::{self, Divergence};
+use crate::db::rehearsal::{self, ExpiredCount};
+use crate::db::{connect, session, DbError};
+use crate::generated::{self, STATE_FILE};
 use crate::words::{join_words, plural, seconds, thousands};
 
 /// How long plan waits for a lock the pending migrations need.
@@ -74,70 +75,6 @@ pub struct PendingMigration {
     pub sql: String,
 }
 
-/// How many rows a run would remove.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Count {
-    pub rows: i64,
-    /// Distinct tenants among them (`None`: no tenant column, or estimated).
-    pub tenants: Option<i64>,
-    /// The count timed out: `rows` is the planner's estimate.
-    pub estimated: bool,
-}
-
-/// A retention as the database stores it (an interval), for sentences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Interval {
-    pub months: i32,
-    pub days: i32,
-    pub hours: i32,
-}
-
-impl Interval {
-    /// The three select-list items that read `expr` (an interval) as an `Interval`.
-    pub fn select(expr: &str) -> String {
-        format!(
-            "(date_part('year', {expr})::int * 12 + date_part('month', {expr})::int), date_part('day', {expr})::int, date_part('hour', {expr})::int"
-        )
-    }
-
-    /// Read the three columns written by [`Interval::select`] starting at `i`.
-    pub fn from_row(row: &postgres::Row, i: usize) -> Option<Interval> {
-        Some(Interval {
-            months: row.get::<_, Option<i32>>(i)?,
-            days: row.get::<_, Option<i32>>(i + 1)?,
-            hours: row.get::<_, Option<i32>>(i + 2)?,
-        })
-    }
-
-    /// The length PostgreSQL compares intervals by, in days (a month is 30 days).
-    pub fn days(&self) -> f64 {
-        self.months as f64 * 30.0 + self.days as f64 + self.hours as f64 / 24.0
-    }
-}
-
-impl fmt::Display for Interval {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = |n: i32, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
-        let mut parts = Vec::new();
-        if self.months / 12 != 0 {
-            parts.push(unit(self.months / 12, "year"));
-        }
-        if self.months % 12 != 0 {
-            parts.push(unit(self.months % 12, "month"));
-        }
-        if self.days != 0 {
-            parts.push(unit(self.days, "day"));
-        }
-        if self.hours != 0 {
-            parts.push(unit(self.hours, "hour"));
-        }
-        if parts.is_empty() {
-            parts.push("0 days".into());
-        }
-        f.write_str(&parts.join(" "))
-    }
-}
-
 /// The impact of the plan on one dataset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetImpact {
@@ -145,9 +82,9 @@ pub struct DatasetImpact {
     /// What the pending migrations change for it, in words (empty: nothing).
     pub changes: Vec<String>,
     /// The next run under the current database state (`None`: not deployed yet).
-    pub now: Option<Count>,
+    pub now: Option<ExpiredCount>,
     /// The next run under the new policy (`None`: the dataset is removed).
-    pub next: Option<Count>,
+    pub next: Option<ExpiredCount>,
     /// The quoted table, for a dataset the new policy removes.
     pub relation: String,
     /// Removed rows are moved to the archive.
@@ -175,32 +112,30 @@ impl Plan {
     }
 }
 
-impl Count {
-    /// "1,204 rows of 52 tenants", "no rows", "≈ 1,200,000 rows (estimate: …)".
-    fn removal(&self, timeout: Duration) -> String {
-        if self.estimated {
-            return format!(
-                "≈ {} (estimate: counting took longer than {})",
-                plural(self.rows, "row"),
-                seconds(timeout)
-            );
-        }
-        if self.rows == 0 {
-            return "no rows".into();
-        }
-        match self.tenants {
-            Some(t) => format!("{} of {}", plural(self.rows, "row"), plural(t, "tenant")),
-            None => plural(self.rows, "row"),
-        }
+/// "1,204 rows of 52 tenants", "no rows", "≈ 1,200,000 rows (estimate: …)".
+fn removal(c: &ExpiredCount, timeout: Duration) -> String {
+    if c.estimated {
+        return format!(
+            "≈ {} (estimate: counting took longer than {})",
+            plural(c.rows, "row"),
+            seconds(timeout)
+        );
     }
+    if c.rows == 0 {
+        return "no rows".into();
+    }
+    match c.tenants {
+        Some(t) => format!("{} of {}", plural(c.rows, "row"), plural(t, "tenant")),
+        None => plural(c.rows, "row"),
+    }
+}
 
-    /// "0", "1,204", "≈ 1,200,000 (estimate)".
-    fn short(&self) -> String {
-        if self.estimated {
-            format!("≈ {} (estimate)", thousands(self.rows))
-        } else {
-            thousands(self.rows)
-        }
+/// "0", "1,204", "≈ 1,200,000 (estimate)".
+fn short(c: &ExpiredCount) -> String {
+    if c.estimated {
+        format!("≈ {} (estimate)", thousands(c.rows))
+    } else {
+        thousands(c.rows)
     }
 }
 
@@ -220,7 +155,7 @@ impl DatasetImpact {
         } else {
             ""
         };
-        let removal = next.removal(timeout);
+        let removal = removal(next, timeout);
         match (&self.now, pending) {
             (None, _) => format!(
                 "{name}: {} removes {removal} at its first run (now: not deployed){archive}",
@@ -233,11 +168,11 @@ impl DatasetImpact {
             (Some(now), true) if !self.changes.is_empty() => format!(
                 "{name}: {} removes {removal} at the next run (now: {}){archive}",
                 join_words(&self.changes),
-                now.short()
+                short(now)
             ),
             (Some(now), true) => format!(
                 "{name}: unchanged; the next run removes {removal} (now: {}){archive}",
-                now.short()
+                short(now)
             ),
             (Some(_), false) => format!("{name}: the next run removes {removal}{archive}"),
         }
@@ -357,12 +292,7 @@ struct Settings {
 }
 
 fn who(tenant: &Option<String>, env: &Option<String>) -> String {
-    match (tenant, env) {
-        (Some(t), Some(e)) => format!("tenant {t}, environment {e}"),
-        (Some(t), None) => format!("tenant {t}"),
-        (None, Some(e)) => format!("environment {e}"),
-        (None, None) => "every row".into(),
-    }
+    crate::words::who(tenant.as_deref(), env.as_deref()).unwrap_or_else(|| "every row".into())
 }
 
 fn until(u: &Option<String>) -> String {
@@ -443,164 +373,50 @@ fn describe_changes(old: &Settings, new: &Settings) -> Vec<String> {
 /// retention schema does not exist yet).
 fn read_settings(tx: &mut Transaction) -> Result<BTreeMap<String, Settings>, DbError> {
     let mut out: BTreeMap<String, Settings> = BTreeMap::new();
-    let exists: bool = tx
-        .query_one("SELECT to_regclass('retention.dataset') IS NOT NULL", &[])
-        .map_err(ctx("looking for the retention schema"))?
-        .get(0);
-    if !exists {
+    if !session::has_runtime(tx)? {
         return Ok(out);
     }
-    let sql = format!(
-        "SELECT name, tenant_column, relation, archive_relation IS NOT NULL, {} FROM retention.dataset ORDER BY name",
-        Interval::select("keep")
-    );
-    for r in tx
-        .query(sql.as_str(), &[])
-        .map_err(ctx("reading retention.dataset"))?
-    {
+    for d in catalog::datasets(tx)? {
         out.insert(
-            r.get(0),
+            d.name,
             Settings {
-                tenant_column: r.get(1),
-                relation: r.get(2),
-                archives: r.get(3),
-                keep: Interval::from_row(&r, 4),
+                tenant_column: d.tenant_column,
+                relation: d.relation,
+                archives: d.archive_relation.is_some(),
+                keep: d.keep_interval,
                 ..Default::default()
             },
         );
     }
-    let sql = format!(
-        "SELECT dataset, tenant, environment, {} FROM retention.policy_override",
-        Interval::select("keep")
-    );
-    for r in tx
-        .query(sql.as_str(), &[])
-        .map_err(ctx("reading retention.policy_override"))?
-    {
-        let ds: String = r.get(0);
-        if let (Some(s), Some(k)) = (out.get_mut(&ds), Interval::from_row(&r, 3)) {
-            s.overrides.insert((r.get(1), r.get(2)), k);
+    for o in catalog::overrides(tx)? {
+        if let (Some(s), Some(k)) = (out.get_mut(&o.dataset), o.keep) {
+            s.overrides.insert((o.tenant, o.environment), k);
         }
     }
-    for r in tx
-        .query(
-            "SELECT dataset, tenant, environment, reason, until::text FROM retention.hold",
-            &[],
-        )
-        .map_err(ctx("reading retention.hold"))?
-    {
-        let ds: String = r.get(0);
-        if let Some(s) = out.get_mut(&ds) {
-            s.holds.insert((r.get(1), r.get(2), r.get(3)), r.get(4));
+    for h in catalog::holds(tx)? {
+        if let Some(s) = out.get_mut(&h.dataset) {
+            s.holds.insert((h.tenant, h.environment, h.reason), h.until);
         }
     }
     Ok(out)
-}
-
-/// Count the rows of `retention.expired_<dataset>` (and their tenants) in a
-/// savepoint; on a statement timeout, fall back to the planner's estimate.
-fn count_expired(
-    tx: &mut Transaction,
-    dataset: &str,
-    tenant: Option<&str>,
-    timeout: Duration,
-) -> Result<Count, DbError> {
-    let view = format!("retention.{}", ident(&format!("expired_{dataset}")));
-    let sql = match tenant {
-        Some(t) => format!("SELECT count(*), count(DISTINCT {}) FROM {view}", ident(t)),
-        None => format!("SELECT count(*), NULL::bigint FROM {view}"),
-    };
-    let mut sp = tx
-        .savepoint("pgretain_plan_count")
-        .map_err(ctx("starting a savepoint"))?;
-    sp.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {}",
-        timeout.as_millis().max(1)
-    ))
-    .map_err(ctx("setting the count timeout"))?;
-    match sp.query_one(sql.as_str(), &[]) {
-        Ok(row) => {
-            // The timeout bounds the count only, not what follows.
-            sp.batch_execute("SET LOCAL statement_timeout TO DEFAULT")
-                .map_err(ctx("lifting the count timeout"))?;
-            sp.commit().map_err(ctx("releasing a savepoint"))?;
-            Ok(Count {
-                rows: row.get(0),
-                tenants: row.get(1),
-                estimated: false,
-            })
-        }
-        Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
-            sp.rollback().map_err(ctx("rolling back a savepoint"))?;
-            estimate(tx, dataset, &view, timeout)
-        }
-        Err(e) => Err(DbError(format!(
-            "counting the rows {view} lists failed: {}",
-            db::pg_message(&e)
-        ))),
-    }
-}
-
-/// The planner's row estimate for the view (EXPLAIN; nothing is read).
-fn estimate(
-    tx: &mut Transaction,
-    dataset: &str,
-    view: &str,
-    timeout: Duration,
-) -> Result<Count, DbError> {
-    let mut sp = tx
-        .savepoint("pgretain_plan_estimate")
-        .map_err(ctx("starting a savepoint"))?;
-    let explain = format!(
-        "SET LOCAL statement_timeout = {}; EXPLAIN (FORMAT JSON) SELECT * FROM {view}",
-        timeout.max(Duration::from_secs(5)).as_millis()
-    );
-    let messages = sp.simple_query(&explain).map_err(|e| {
-        DbError(format!(
-            "counting the expired rows of `{dataset}` took longer than {} and estimating them failed too: {}. Retry with a longer --count-timeout, or when the table is not locked",
-            seconds(timeout),
-            db::pg_message(&e)
-        ))
-    })?;
-    sp.rollback().map_err(ctx("rolling back a savepoint"))?;
-    let text = messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .unwrap_or_default();
-    let rows = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v[0]["Plan"]["Plan Rows"].as_f64())
-        .ok_or_else(|| {
-            DbError(format!(
-                "cannot read the row estimate of {view} from EXPLAIN"
-            ))
-        })?;
-    Ok(Count {
-        rows: rows.round() as i64,
-        tenants: None,
-        estimated: true,
-    })
 }
 
 fn count_all(
     tx: &mut Transaction,
     settings: &BTreeMap<String, Settings>,
     timeout: Duration,
-) -> Result<BTreeMap<String, Count>, DbError> {
+) -> Result<BTreeMap<String, ExpiredCount>, DbError> {
     let mut out = BTreeMap::new();
     for (name, s) in settings {
         out.insert(
             name.clone(),
-            count_expired(tx, name, s.tenant_column.as_deref(), timeout)?,
+            rehearsal::count_expired(tx, name, s.tenant_column.as_deref(), timeout)?,
         );
     }
     Ok(out)
 }
 
-/// The migrations in `generated/` not yet in the history table, sorted by
+/// The migrations in `generated/` not yet in the history table, by
 /// version. Fails, like apply, when an applied migration was changed or
 /// removed.
 fn pending_migrations(
@@ -608,56 +424,40 @@ fn pending_migrations(
     opts: &PlanOptions,
 ) -> Result<Vec<refinery::Migration>, PlanError> {
     let dir = &opts.generated_dir;
-    let mut migrations = refinery::load_sql_migrations(dir).map_err(|e| {
-        PlanError::Generated(format!(
-            "cannot load the migrations in {}: {e}",
-            dir.display()
-        ))
-    })?;
+    let migrations = generated::load_migrations(dir).map_err(|e| PlanError::Generated(e.0))?;
     if migrations.is_empty() {
-        return Err(PlanError::Generated(format!(
-            "{} holds no migrations: run `pgretain compile` first",
-            dir.display()
-        )));
+        return Err(PlanError::Generated(generated::no_migrations(dir).0));
     }
-    migrations.sort_by_key(|m| m.version());
-    let applied = if let Some(history) = crate::db::history_table(client)? {
-        let runner = crate::apply::runner(&migrations, &history);
-        runner.get_applied_migrations(client).map_err(|e| {
-            DbError(format!(
-                "reading the migration history ({history}) failed: {e}"
-            ))
-        })?
-    } else {
-        Vec::new()
+    let applied = match history::table(client)? {
+        Some(t) => history::read(client, &t)?,
+        None => Vec::new(),
     };
-    for a in &applied {
-        match migrations.iter().find(|m| m.version() == a.version()) {
-            Some(m) if m.checksum() != a.checksum() => {
-                return Err(PlanError::Generated(format!(
-                    "migration {a} in {} differs from the one applied to this database, so apply would refuse to run; restore the file from git",
-                    dir.display()
-                )))
-            }
-            Some(_) => {}
-            None => {
-                return Err(PlanError::Generated(format!(
-                    "migration {a} was applied to this database but is missing from {}, so apply would refuse to run; restore it from git",
-                    dir.display()
-                )))
-            }
+    let comparison = history::compare(&applied, &migrations);
+    match comparison.first_divergence() {
+        Some(Divergence::Changed(a, _)) => {
+            return Err(PlanError::Generated(format!(
+                "migration {} in {} differs from the one applied to this database, so apply would refuse to run; restore the file from git",
+                a.label(),
+                dir.display()
+            )))
         }
+        Some(Divergence::Missing(a)) => {
+            return Err(PlanError::Generated(format!(
+                "migration {} was applied to this database but is missing from {}, so apply would refuse to run; restore it from git",
+                a.label(),
+                dir.display()
+            )))
+        }
+        None => {}
     }
-    Ok(migrations
-        .into_iter()
-        .filter(|m| !applied.iter().any(|a| a.version() == m.version()))
-        .collect())
+    let pending = comparison.pending().into_iter().cloned().collect();
+    Ok(pending)
 }
 
 /// Run plan.
 pub fn plan(opts: &PlanOptions) -> Result<Plan, PlanError> {
     let dir = &opts.generated_dir;
-    let state = read_state(dir)
+    let state = generated::read_state(dir)
         .map_err(|e| PlanError::Generated(format!("cannot read the compiled state: {e}")))?
         .ok_or_else(|| {
             PlanError::Generated(format!(
@@ -665,40 +465,24 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, PlanError> {
                 dir.display()
             ))
         })?;
-    let cfg = db::config(opts.database_url.as_deref())?;
-    let mut client = db::connect(&cfg)?;
+    let cfg = connect::config(opts.database_url.as_deref())?;
+    let mut client = connect::connect(&cfg)?;
     let pending = pending_migrations(&mut client, opts)?;
 
-    let mut tx = client
-        .transaction()
-        .map_err(ctx("starting the plan transaction"))?;
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        .map_err(ctx("setting the plan's lock timeout"))?;
+    let mut tx = rehearsal::begin(&mut client, LOCK_TIMEOUT)?;
     let before = read_settings(&mut tx)?;
     let now = count_all(&mut tx, &before, opts.count_timeout)?;
     let (after, next) = if pending.is_empty() {
         (before.clone(), now.clone())
     } else {
         for m in &pending {
-            tx.batch_execute(m.sql().unwrap_or_default()).map_err(|e| {
-                let lock = e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
-                DbError(format!(
-                    "the pending migration {m} fails on this database, so apply would fail too: {}{}",
-                    db::pg_message(&e),
-                    if lock {
-                        format!(" (plan waits at most {LOCK_TIMEOUT} for a lock; a long transaction holds one the migration needs — apply would wait for it)")
-                    } else {
-                        "; fix the policy or the database and compile again".into()
-                    }
-                ))
-            })?;
+            rehearsal::run_migration(&mut tx, m, LOCK_TIMEOUT)?;
         }
         let after = read_settings(&mut tx)?;
         let next = count_all(&mut tx, &after, opts.count_timeout)?;
         (after, next)
     };
-    tx.rollback()
-        .map_err(ctx("rolling back the plan transaction"))?;
+    rehearsal::rollback(tx)?;
 
     let mut datasets = Vec::new();
     let mut names: Vec<String> = state
@@ -796,12 +580,12 @@ mod tests {
         let d = DatasetImpact {
             dataset: "conversations".into(),
             changes: vec!["shortening keep from 365 days to 90 days".into()],
-            now: Some(Count {
+            now: Some(ExpiredCount {
                 rows: 0,
                 tenants: Some(0),
                 estimated: false,
             }),
-            next: Some(Count {
+            next: Some(ExpiredCount {
                 rows: 1204,
                 tenants: Some(52),
                 estimated: false,
@@ -813,18 +597,5 @@ mod tests {
             d.sentence(Duration::from_secs(30), true),
             "conversations: shortening keep from 365 days to 90 days removes 1,204 rows of 52 tenants at the next run (now: 0)"
         );
-    }
-
-    #[test]
-    fn intervals_read_like_the_policy() {
-        let i = |months, days, hours| Interval {
-            months,
-            days,
-            hours,
-        };
-        assert_eq!(i(0, 365, 0).to_string(), "365 days");
-        assert_eq!(i(18, 0, 0).to_string(), "1 year 6 months");
-        assert_eq!(i(0, 0, 12).to_string(), "12 hours");
-        assert_eq!(i(1, 0, 0).to_string(), "1 month");
     }
 }

@@ -15,14 +15,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use postgres::{IsolationLevel, Transaction};
+use postgres::Transaction;
 
-use crate::db::{self, ctx, DbError};
+use crate::db::catalog::{self, Interval, TenantSettings};
+use crate::db::evidence::{self, Oldest};
+use crate::db::runs::{self, RunRow};
+use crate::db::{connect, session, DbError};
 use crate::generated::{read_state, STATE_FILE};
 use crate::model::{ChangesApplyTo, Dataset, Duration, OnExpiry, Policy};
-use crate::plan::Interval;
-use crate::render::names::{qualified, relation};
-use crate::render::text::{ident, lit};
+use crate::render::names::{job_command, qualified};
 use crate::words::{age, thousands};
 use crate::Diagnostics;
 
@@ -125,9 +126,9 @@ pub struct Evidence {
     pub buckets: Vec<Bucket>,
     pub oldest: Option<Oldest>,
     /// The last runs (enforcement and erasure), newest first.
-    pub runs: Vec<Run>,
+    pub runs: Vec<RunRow>,
     /// The last enforcement runs, oldest first (the chart).
-    pub history: Vec<Run>,
+    pub history: Vec<RunRow>,
     /// Run-time tenant settings: how many, shortest, longest.
     pub tenant_settings: Option<(i64, Interval, Interval)>,
     /// Removed rows move to the archive (rows_archived counts them).
@@ -152,44 +153,6 @@ impl Bucket {
             (None, _) => "future".into(),
             (Some(a), None) => format!("≥ {}", age(a)),
             (Some(a), Some(b)) => format!("{}–{}", age_short(a, b), age(b)),
-        }
-    }
-}
-
-/// The oldest row of a dataset.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Oldest {
-    pub time: DateTime<Utc>,
-    pub deadline: DateTime<Utc>,
-    pub held: bool,
-}
-
-/// A `retention.run_log` row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Run {
-    pub id: i64,
-    pub action: String,
-    pub started_at: DateTime<Utc>,
-    pub reference_time: DateTime<Utc>,
-    pub seconds: Option<f64>,
-    pub outcome: String,
-    pub partitions_dropped: i32,
-    pub rows_deleted: i64,
-    pub rows_in_dropped: i64,
-    pub rows_archived: i64,
-    pub archive_rows_deleted: i64,
-    pub rows_kept_by_hold: i64,
-    pub detail: Option<String>,
-}
-
-impl Run {
-    /// Rows the run took out of the table (moved to the archive or deleted;
-    /// rows of dropped partitions are the planner's count at drop time).
-    pub fn removed(&self, archives: bool) -> i64 {
-        if archives {
-            self.rows_deleted + self.rows_archived
-        } else {
-            self.rows_deleted + self.rows_in_dropped
         }
     }
 }
@@ -256,145 +219,59 @@ pub fn build(opts: &ReportOptions) -> Result<Report, ReportError> {
             database: None,
         });
     };
-    let cfg = db::config(Some(url))?;
-    let mut client = db::connect(&cfg)?;
-    let mut tx = client
-        .build_transaction()
-        .read_only(true)
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
-        .map_err(ctx("starting a read-only transaction"))?;
+    let cfg = connect::config(Some(url))?;
+    let mut client = connect::connect(&cfg)?;
+    let mut tx = session::snapshot(&mut client)?;
     let now = match opts.now {
         Some(n) => n,
-        None => epoch(
-            tx.query_one("SELECT extract(epoch FROM now())::float8", &[])
-                .map_err(ctx("reading the database clock"))?
-                .get(0),
-        ),
+        None => session::now(&mut tx)?,
     };
-    let deployed: bool = tx
-        .query_one("SELECT to_regclass('retention.dataset') IS NOT NULL", &[])
-        .map_err(ctx("looking for the retention schema"))?
-        .get(0);
+    let deployed = session::has_runtime(&mut tx)?;
     let mut datasets = BTreeMap::new();
     if deployed {
-        let enforced: Vec<String> = tx
-            .query("SELECT name FROM retention.dataset", &[])
-            .map_err(ctx("reading retention.dataset"))?
-            .iter()
-            .map(|r| r.get(0))
+        let enforced: Vec<String> = catalog::datasets(&mut tx)?
+            .into_iter()
+            .map(|d| d.name)
             .collect();
         for ds in &policy.datasets {
             if enforced.contains(&ds.name) {
-                datasets.insert(ds.name.clone(), evidence(&mut tx, ds, now)?);
+                datasets.insert(ds.name.clone(), gather(&mut tx, ds, now)?);
             }
         }
     }
-    tx.rollback().map_err(ctx("ending the transaction"))?;
+    session::end(tx)?;
     Ok(Report {
         generated_at: now,
         policy_source,
         policy,
         database: Some(DatabaseEvidence {
-            name: db::describe(&cfg),
+            name: connect::describe(&cfg),
             deployed,
             datasets,
         }),
     })
 }
 
-fn epoch(secs: f64) -> DateTime<Utc> {
-    let whole = secs.floor();
-    DateTime::from_timestamp(whole as i64, ((secs - whole) * 1e9) as u32).unwrap_or_default()
-}
-
-fn column_text(ds_col: &Option<String>) -> String {
-    ds_col
-        .as_ref()
-        .map(|c| format!("t.{}::text", ident(c)))
-        .unwrap_or_else(|| "NULL::text".into())
-}
-
-/// The retention of row `t` (SQL), as enforcement computes it.
-fn keep_expr(ds: &Dataset) -> String {
-    if ds.changes_apply_to == ChangesApplyTo::NewRows {
-        format!("t.{}", ident(crate::model::STAMP_COLUMN))
-    } else {
-        format!(
-            "retention.keep_for({}, {}, {})",
-            lit(&ds.name),
-            column_text(&ds.tenant),
-            column_text(&ds.environment)
-        )
-    }
-}
-
-/// `(deadline < at, held at at)` of row `t`, as SQL over parameter `at`.
-fn deadline_and_held(ds: &Dataset, at: &str) -> (String, String) {
-    (
-        format!(
-            "(t.{} AT TIME ZONE 'UTC') + {} < ({at} AT TIME ZONE 'UTC')",
-            ident(&ds.time),
-            keep_expr(ds)
-        ),
-        format!(
-            "retention.is_held({}, {}, {}, {at})",
-            lit(&ds.name),
-            column_text(&ds.tenant),
-            column_text(&ds.environment)
-        ),
-    )
-}
-
 fn days(d: Duration) -> f64 {
     d.pg_micros() as f64 / 86_400_000_000.0
 }
 
-fn evidence(tx: &mut Transaction, ds: &Dataset, now: DateTime<Utc>) -> Result<Evidence, DbError> {
-    let rel = relation(ds);
-    let at = "to_timestamp($1::float8)";
-    let now_s = now.timestamp_micros() as f64 / 1e6;
-    let time = ident(&ds.time);
+/// The evidence of one dataset at `now`.
+fn gather(tx: &mut Transaction, ds: &Dataset, now: DateTime<Utc>) -> Result<Evidence, DbError> {
     let keep_days = days(ds.keep);
     let range = keep_days * 1.5;
-    let what = |w: &str| format!("reading {w} of dataset {}", ds.name);
 
     // The age histogram, from a sample on very large tables.
-    let estimated: f64 = tx
-        .query_one(
-            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
-               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-              WHERE i.inhparent = $1::text::regclass",
-            &[&rel],
-        )
-        .map_err(ctx(&what("the table size")))?
-        .get(0);
+    let estimated = evidence::estimated_rows(tx, ds)?;
     let sampled_percent = (estimated > SAMPLE_ABOVE).then(|| 100.0 * SAMPLE_ROWS / estimated);
-    let sample = sampled_percent
-        .map(|p| format!(" TABLESAMPLE SYSTEM ({p:.6})"))
-        .unwrap_or_default();
     let scale = sampled_percent.map(|p| 100.0 / p).unwrap_or(1.0);
-    let (deadline, held) = deadline_and_held(ds, at);
-    let sql = format!(
-        "SELECT width_bucket(extract(epoch FROM {at} - t.{time}) / 86400.0, 0, $2::float8, {AGE_BUCKETS}) AS b,
-                count(*),
-                count(*) FILTER (WHERE {deadline} AND NOT {held}),
-                count(*) FILTER (WHERE {deadline} AND {held})
-           FROM {rel} t{sample}
-          GROUP BY b ORDER BY b"
-    );
-    let mut by_bucket: BTreeMap<i32, (i64, i64, i64)> = BTreeMap::new();
-    for r in tx
-        .query(sql.as_str(), &[&now_s, &range])
-        .map_err(ctx(&what("the age of the rows")))?
-    {
-        let s = |n: i64| (n as f64 * scale).round() as i64;
-        by_bucket.insert(r.get(0), (s(r.get(1)), s(r.get(2)), s(r.get(3))));
-    }
+    let s = |n: i64| (n as f64 * scale).round() as i64;
+    let by_bucket = evidence::age_histogram(tx, ds, now, range, AGE_BUCKETS, sampled_percent)?;
     let width = range / AGE_BUCKETS as f64;
     let mut buckets = Vec::new();
     for b in 0..=AGE_BUCKETS + 1 {
-        let (rows, past, held) = by_bucket.get(&b).copied().unwrap_or_default();
+        let c = by_bucket.get(&b).copied().unwrap_or_default();
+        let (rows, past, held) = (s(c.rows), s(c.past_deadline), s(c.held));
         if (b == 0 || b == AGE_BUCKETS + 1) && rows == 0 {
             continue;
         }
@@ -411,77 +288,19 @@ fn evidence(tx: &mut Transaction, ds: &Dataset, now: DateTime<Utc>) -> Result<Ev
     let mut held_past_deadline: i64 = buckets.iter().map(|b| b.held).sum();
     if sampled_percent.is_some() {
         // The headline numbers are exact, whatever the histogram's sample.
-        let sql = format!(
-            "SELECT count(*) FILTER (WHERE NOT {held}), count(*) FILTER (WHERE {held}) FROM {rel} t WHERE {deadline}"
-        );
-        let r = tx
-            .query_one(sql.as_str(), &[&now_s])
-            .map_err(ctx(&what("the rows past their deadline")))?;
-        past_deadline = r.get(0);
-        held_past_deadline = r.get(1);
+        (past_deadline, held_past_deadline) = evidence::past_deadline(tx, ds, now)?;
     }
-
-    let sql = format!(
-        "SELECT extract(epoch FROM t.{time})::float8,
-                extract(epoch FROM ((t.{time} AT TIME ZONE 'UTC') + {keep}) AT TIME ZONE 'UTC')::float8,
-                {held}
-           FROM {rel} t ORDER BY t.{time} LIMIT 1",
-        keep = keep_expr(ds)
-    );
-    let oldest = tx
-        .query_opt(sql.as_str(), &[&now_s])
-        .map_err(ctx(&what("the oldest row")))?
-        .map(|r| Oldest {
-            time: epoch(r.get(0)),
-            deadline: epoch(r.get(1)),
-            held: r.get(2),
-        });
-
-    let runs_sql = "SELECT id, action, extract(epoch FROM started_at)::float8, extract(epoch FROM reference_time)::float8,
-                           extract(epoch FROM finished_at - started_at)::float8, outcome,
-                           cardinality(partitions_dropped), rows_deleted, rows_in_dropped, rows_archived,
-                           archive_rows_deleted, rows_kept_by_hold, detail
-                      FROM retention.run_log WHERE dataset = $1 AND action = ANY($2) ORDER BY id DESC LIMIT $3";
-    let read_runs =
-        |tx: &mut Transaction, actions: &[&str], limit: i64| -> Result<Vec<Run>, DbError> {
-            let actions: Vec<String> = actions.iter().map(|s| s.to_string()).collect();
-            Ok(tx
-                .query(runs_sql, &[&ds.name, &actions, &limit])
-                .map_err(ctx(&what("retention.run_log")))?
-                .iter()
-                .map(|r| Run {
-                    id: r.get(0),
-                    action: r.get(1),
-                    started_at: epoch(r.get(2)),
-                    reference_time: epoch(r.get(3)),
-                    seconds: r.get(4),
-                    outcome: r.get(5),
-                    partitions_dropped: r.get(6),
-                    rows_deleted: r.get(7),
-                    rows_in_dropped: r.get(8),
-                    rows_archived: r.get(9),
-                    archive_rows_deleted: r.get(10),
-                    rows_kept_by_hold: r.get(11),
-                    detail: r.get(12),
-                })
-                .collect())
-        };
-    let runs = read_runs(tx, &["enforce", "erase"], RUNS_LISTED)?;
-    let mut history = read_runs(tx, &["enforce"], RUNS_CHARTED)?;
+    let oldest = evidence::oldest(tx, ds, now)?;
+    let runs = runs::runs(tx, &ds.name, &["enforce", "erase"], RUNS_LISTED)?;
+    let mut history = runs::runs(tx, &ds.name, &["enforce"], RUNS_CHARTED)?;
     history.reverse();
-
     let tenant_settings = if ds.tenant.is_some() {
-        let sql = format!(
-            "SELECT count(*), {}, {} FROM retention.tenant_setting WHERE dataset = $1",
-            Interval::select("min(keep)"),
-            Interval::select("max(keep)")
-        );
-        let r = tx
-            .query_one(sql.as_str(), &[&ds.name])
-            .map_err(ctx(&what("retention.tenant_setting")))?;
-        let n: i64 = r.get(0);
-        match (Interval::from_row(&r, 1), Interval::from_row(&r, 4)) {
-            (Some(a), Some(b)) if n > 0 => Some((n, a, b)),
+        match catalog::tenant_settings(tx, &ds.name)? {
+            TenantSettings {
+                count,
+                shortest: Some(a),
+                longest: Some(b),
+            } if count > 0 => Some((count, a, b)),
             _ => None,
         }
     } else {
@@ -651,7 +470,7 @@ pub fn policy_in_words(
         vec![format!(
             "pg_cron `{}` (GMT), job command `{}`",
             ds.schedule,
-            crate::render::names::job_command(ds)
+            job_command(ds)
         )],
     ));
     out.push((
@@ -816,17 +635,17 @@ fn plural_rows(n: i64) -> String {
     format!("{} row{}", thousands(n), if n == 1 { "" } else { "s" })
 }
 
-fn run_cells(r: &Run, archives: bool) -> Vec<String> {
+fn run_cells(r: &RunRow, archives: bool) -> Vec<String> {
     vec![
         when(r.started_at),
         r.action.clone(),
         r.outcome.clone(),
-        r.partitions_dropped.to_string(),
+        r.partitions_dropped.len().to_string(),
         thousands(r.removed(archives)),
         thousands(r.archive_rows_deleted),
         thousands(r.rows_kept_by_hold),
-        r.seconds
-            .map(|s| format!("{s:.2} s"))
+        r.finished_at
+            .map(|_| format!("{:.2} s", r.seconds))
             .unwrap_or_else(|| "running".into()),
         r.detail.clone().unwrap_or_default(),
     ]
@@ -896,7 +715,7 @@ fn md_table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
 /// by `last_run`), else the owner; with each row its status badge.
 fn summary_rows(
     r: &Report,
-    last_run: impl Fn(&Run) -> String,
+    last_run: impl Fn(&RunRow) -> String,
 ) -> Vec<(Vec<String>, (String, &'static str))> {
     r.policy
         .datasets
@@ -1155,7 +974,7 @@ fn svg_open(kind: &str, label: &str) -> String {
 }
 
 /// Bar chart: rows removed per enforcement run, coloured by outcome.
-pub fn svg_runs(dataset: &str, runs: &[Run], archives: bool) -> String {
+pub fn svg_runs(dataset: &str, runs: &[RunRow], archives: bool) -> String {
     let label = format!("rows removed per run, {dataset}");
     if runs.is_empty() {
         return svg_empty("runs", &label, "no enforcement run recorded yet");

@@ -7,32 +7,25 @@
 //! transaction of the data database (one consistent snapshot, one `now()`),
 //! plus plain reads of `cron.job` and `cron.job_run_details` in the cron
 //! database. Counts that could scan a large table stop at [`COUNT_CAP`] rows
-//! and say "at least". It also owns the pg_cron schedule arithmetic (next
-//! run, period) that `verify` uses; those functions take the time as an
-//! argument. Rendering (text, JSON) is pure; the JSON shape is documented in
+//! and say "at least". Every query is `db`'s; rendering (text, JSON) is
+//! pure, and the JSON shape is documented in
 //! `docs/status-json.md` and changes only with [`FORMAT_VERSION`].
 
-use std::time::SystemTime;
-
-use chrono::{DateTime, TimeDelta, Utc};
-use postgres::{Client, IsolationLevel, Transaction};
+use chrono::{DateTime, Utc};
+use postgres::Transaction;
 use serde::{Serialize, Serializer};
 
-use crate::apply::job_name;
-use crate::db::{self, ctx, DbError};
+use crate::db::catalog::{self, DatasetRow};
+use crate::db::cron::{self, JobRow};
+use crate::db::runs::{self, RunRow};
+use crate::db::tables::{self, PartitionRow, COUNT_CAP};
+use crate::db::{connect, session, DbError};
 use crate::model::schedule::next_run;
-use crate::render::text::ident;
+use crate::render::names::job_name;
 use crate::words::{bytes, plural, rfc3339, thousands};
 
 /// Version of the JSON shape (`format_version`); bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
-
-/// Counts that scan rows stop here and are reported as "at least".
-pub const COUNT_CAP: i64 = 1_000_000;
-
-/// A run_log row still `running` after this long, with no backend holding
-/// the dataset's enforcement lock, is a run that died.
-pub const STUCK_AFTER: TimeDelta = TimeDelta::hours(1);
 
 /// Options of `status` (and the connection part of `verify`).
 #[derive(Debug, Clone, Default)]
@@ -225,281 +218,95 @@ fn ser_opt_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok,
     }
 }
 
-fn utc(t: SystemTime) -> DateTime<Utc> {
-    DateTime::<Utc>::from(t)
-}
-
-// ---------------------------------------------------------------------------
-// Reading the database (shared with verify)
-// ---------------------------------------------------------------------------
-
-/// A dataset's row in `retention.dataset`, the part status and verify read.
-#[derive(Debug, Clone)]
-pub(crate) struct DatasetRow {
-    pub name: String,
-    pub relation: String,
-    pub time_column: String,
-    pub granularity: String,
-    pub schedule: String,
-    pub keep: String,
-    pub min_keep: Option<String>,
-    pub max_keep: Option<String>,
-    /// The archive table, with `on_expiry: archive`.
-    pub archive_relation: Option<String>,
-}
-
-/// One partition of a dataset (`retention.partitions`).
-#[derive(Debug, Clone)]
-pub(crate) struct PartitionRow {
-    pub name: String,
-    /// `None` for the default partition.
-    pub lower: Option<DateTime<Utc>>,
-    pub upper: Option<DateTime<Utc>>,
-    pub reltuples: f64,
-    pub total_bytes: i64,
-}
-
-/// The data database's name and the cron database to use.
-pub(crate) fn databases(
-    client: &mut Client,
-    cron_database: Option<&str>,
-) -> Result<(String, String), DbError> {
-    let row = client
-        .query_one(
-            "SELECT current_database()::text, current_setting('cron.database_name', true)",
-            &[],
-        )
-        .map_err(ctx("reading the database name"))?;
-    let data: String = row.get(0);
-    let setting: Option<String> = row.get(1);
-    let cron = match cron_database {
-        Some(c) => c.to_string(),
-        None => setting
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "postgres".into()),
-    };
-    Ok((data, cron))
-}
-
-/// Connect to the cron database, or explain that it is where pg_cron lives.
-pub(crate) fn connect_cron(cfg: &postgres::Config, cron_db: &str) -> Result<Client, DbError> {
-    let mut c = cfg.clone();
-    c.dbname(cron_db);
-    db::connect(&c).map_err(|e| {
-        DbError(format!(
-            "{} (the cron database `{cron_db}` is where pg_cron keeps its jobs; pass --cron-database if it is another)",
-            e.0
-        ))
-    })
-}
-
-/// A read-only snapshot of the data database.
-pub(crate) fn snapshot(client: &mut Client) -> Result<Transaction<'_>, DbError> {
-    client
-        .build_transaction()
-        .read_only(true)
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
-        .map_err(ctx("starting a read-only transaction"))
-}
-
-/// The snapshot's `now()`.
-pub(crate) fn db_now(tx: &mut Transaction<'_>) -> Result<DateTime<Utc>, DbError> {
-    let t: SystemTime = tx
-        .query_one("SELECT now()", &[])
-        .map_err(ctx("reading the time"))?
-        .get(0);
-    Ok(utc(t))
-}
-
-/// Whether the retention schema is installed (apply has run).
-pub(crate) fn has_runtime(tx: &mut Transaction<'_>) -> Result<bool, DbError> {
-    Ok(tx
-        .query_one("SELECT to_regclass('retention.dataset') IS NOT NULL", &[])
-        .map_err(ctx("looking for the retention schema"))?
-        .get(0))
-}
-
-pub(crate) fn datasets(tx: &mut Transaction<'_>) -> Result<Vec<DatasetRow>, DbError> {
-    let rows = tx
-        .query(
-            "SELECT name, relation::regclass::text, time_column, granularity, schedule,
-                    keep::text, min_keep::text, max_keep::text, archive_relation
-               FROM retention.dataset ORDER BY name",
-            &[],
-        )
-        .map_err(|e| {
-            DbError(format!(
-                "cannot read retention.dataset ({}); has `pgretain apply` run on this database?",
-                db::pg_message(&e)
-            ))
-        })?;
-    Ok(rows
-        .iter()
-        .map(|r| DatasetRow {
-            name: r.get(0),
-            relation: r.get(1),
-            time_column: r.get(2),
-            granularity: r.get(3),
-            schedule: r.get(4),
-            keep: r.get(5),
-            min_keep: r.get(6),
-            max_keep: r.get(7),
-            archive_relation: r.get(8),
-        })
-        .collect())
-}
-
-pub(crate) fn partitions(
-    tx: &mut Transaction<'_>,
-    dataset: &str,
-) -> Result<Vec<PartitionRow>, DbError> {
-    let rows = tx
-        .query(
-            "SELECT p.partition::text, p.lower_bound, p.upper_bound, c.reltuples::float8,
-                    pg_total_relation_size(p.partition)
-               FROM retention.partitions($1) p JOIN pg_class c ON c.oid = p.partition",
-            &[&dataset],
-        )
-        .map_err(ctx(&format!("listing the partitions of {dataset}")))?;
-    Ok(rows
-        .iter()
-        .map(|r| PartitionRow {
-            name: r.get(0),
-            lower: r.get::<_, Option<SystemTime>>(1).map(utc),
-            upper: r.get::<_, Option<SystemTime>>(2).map(utc),
-            reltuples: r.get(3),
-            total_bytes: r.get(4),
-        })
-        .collect())
-}
-
-/// `SELECT count(*)` of a query's rows, stopping at [`COUNT_CAP`].
-pub(crate) fn capped_count(
-    tx: &mut Transaction<'_>,
-    from_where: &str,
-    what: &str,
-) -> Result<Count, DbError> {
-    let sql = format!("SELECT count(*) FROM (SELECT 1 FROM {from_where} LIMIT {COUNT_CAP}) s");
-    let n: i64 = tx.query_one(sql.as_str(), &[]).map_err(ctx(what))?.get(0);
-    Ok(Count::capped(n))
-}
-
-/// The latest enforcement run of a dataset, with the stuck check.
-pub(crate) fn last_run(
-    tx: &mut Transaction<'_>,
-    dataset: &str,
-) -> Result<Option<LastRun>, DbError> {
-    let row = tx
-        .query_opt(
-            "SELECT r.id, r.started_at, r.finished_at, r.outcome, r.rows_deleted, r.rows_archived,
-                    cardinality(r.partitions_dropped)::int8, r.rows_in_dropped, r.archive_rows_deleted,
-                    r.partitions_skipped, r.detail,
-                    r.outcome = 'running' AND r.started_at < now() - make_interval(secs => $2)
-                    AND NOT EXISTS (
-                        SELECT 1 FROM pg_locks l
-                         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                           AND l.classid = hashtext('pgretain')::oid
-                           AND l.objid = hashtext(r.dataset)::oid)
-               FROM retention.run_log r
-              WHERE r.dataset = $1 AND r.action = 'enforce'
-              ORDER BY r.id DESC LIMIT 1",
-            &[&dataset, &(STUCK_AFTER.num_seconds() as f64)],
-        )
-        .map_err(ctx("reading retention.run_log"))?;
-    Ok(row.map(|r| LastRun {
-        id: r.get(0),
-        started_at: utc(r.get(1)),
-        finished_at: r.get::<_, Option<SystemTime>>(2).map(utc),
-        outcome: r.get(3),
-        rows_deleted: r.get(4),
-        rows_archived: r.get(5),
-        partitions_dropped: r.get(6),
-        rows_in_dropped: r.get(7),
-        archive_rows_deleted: r.get(8),
-        partitions_skipped: r.get(9),
-        detail: r.get(10),
-        stuck: r.get(11),
-    }))
-}
-
-/// Whether the cron database has pg_cron's tables.
-pub(crate) fn cron_installed(cron: &mut Client) -> Result<bool, DbError> {
-    Ok(cron
-        .query_one("SELECT to_regclass('cron.job') IS NOT NULL", &[])
-        .map_err(ctx("looking for pg_cron"))?
-        .get(0))
-}
-
-/// The job named `name` in `cron.job`, with its latest run.
-pub(crate) fn job(cron: &mut Client, name: &str) -> Result<Option<JobStatus>, DbError> {
-    let Some(r) = cron
-        .query_opt(
-            "SELECT jobid, schedule, command, database, active, jobname::text, username
-               FROM cron.job WHERE jobname = $1 ORDER BY jobid LIMIT 1",
-            &[&name],
-        )
-        .map_err(ctx("reading cron.job"))?
-    else {
-        return Ok(None);
-    };
-    let id: i64 = r.get(0);
-    let last = cron
-        .query_opt(
-            "SELECT status, return_message, start_time, end_time
-               FROM cron.job_run_details WHERE jobid = $1 ORDER BY runid DESC LIMIT 1",
-            &[&id],
-        )
-        .map_err(ctx("reading cron.job_run_details"))?
-        .map(|d| JobRun {
-            status: d.get::<_, Option<String>>(0).unwrap_or_default(),
-            message: d.get(1),
-            started_at: d.get::<_, Option<SystemTime>>(2).map(utc),
-            finished_at: d.get::<_, Option<SystemTime>>(3).map(utc),
-        });
-    Ok(Some(JobStatus {
-        name: r.get(5),
-        id,
-        schedule: r.get(1),
-        command: r.get(2),
-        database: r.get(3),
-        username: r.get(6),
-        active: r.get(4),
-        last_run: last,
-    }))
-}
-
 // ---------------------------------------------------------------------------
 // status
 // ---------------------------------------------------------------------------
 
+impl From<RunRow> for LastRun {
+    fn from(r: RunRow) -> Self {
+        LastRun {
+            id: r.id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: r.outcome,
+            stuck: r.stuck,
+            rows_deleted: r.rows_deleted,
+            rows_archived: r.rows_archived,
+            partitions_dropped: r.partitions_dropped.len() as i64,
+            rows_in_dropped: r.rows_in_dropped,
+            archive_rows_deleted: r.archive_rows_deleted,
+            partitions_skipped: r.partitions_skipped,
+            detail: r.detail,
+        }
+    }
+}
+
+impl From<JobRow> for JobStatus {
+    fn from(j: JobRow) -> Self {
+        JobStatus {
+            name: j.name,
+            id: j.id,
+            schedule: j.schedule,
+            command: j.command,
+            database: j.database,
+            username: j.username,
+            active: j.active,
+            last_run: j.last_run.map(|r| JobRun {
+                status: r.status,
+                message: r.message,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+            }),
+        }
+    }
+}
+
 /// Run `status`: read everything; change nothing.
 pub fn status(opts: &StatusOptions) -> Result<Status, DbError> {
-    let cfg = db::config(opts.database_url.as_deref())?;
-    let mut client = db::connect(&cfg)?;
-    let (data_db, cron_db) = databases(&mut client, opts.cron_database.as_deref())?;
-    let mut cron = connect_cron(&cfg, &cron_db)?;
-    let installed = cron_installed(&mut cron)?;
+    let cfg = connect::config(opts.database_url.as_deref())?;
+    let mut client = connect::connect(&cfg)?;
+    let (data_db, cron_db) = session::databases(&mut client, opts.cron_database.as_deref())?;
+    let mut cron = connect::connect_cron(&cfg, &cron_db)?;
+    let installed = cron::installed(&mut cron)?;
 
-    let mut tx = snapshot(&mut client)?;
-    let at = db_now(&mut tx)?;
-    if !has_runtime(&mut tx)? {
+    let mut tx = session::snapshot(&mut client)?;
+    let at = session::now(&mut tx)?;
+    if !session::has_runtime(&mut tx)? {
         return Err(DbError(format!(
             "database `{data_db}` has no retention schema: run `pgretain apply` first"
         )));
     }
     let mut out = Vec::new();
-    for d in datasets(&mut tx)? {
+    let datasets = catalog::datasets(&mut tx)?;
+    let overrides = catalog::overrides(&mut tx)?;
+    let holds = catalog::holds(&mut tx)?;
+    for d in datasets {
         let job = if installed {
-            job(&mut cron, &job_name(&data_db, &d.name))?
+            cron::job(&mut cron, &job_name(&data_db, &d.name))?.map(JobStatus::from)
         } else {
             None
         };
-        out.push(dataset_status(&mut tx, d, job, at)?);
+        let policy_overrides = overrides.iter().filter(|o| o.dataset == d.name).count() as i64;
+        let active_holds = holds
+            .iter()
+            .filter(|h| h.dataset == d.name && h.active)
+            .map(|h| HoldStatus {
+                tenant: h.tenant.clone(),
+                environment: h.environment.clone(),
+                until: h.until.clone(),
+                reason: h.reason.clone(),
+            })
+            .collect();
+        out.push(dataset_status(
+            &mut tx,
+            d,
+            policy_overrides,
+            active_holds,
+            job,
+            at,
+        )?);
     }
-    tx.commit()
-        .map_err(ctx("ending the read-only transaction"))?;
+    session::end(tx)?;
     Ok(Status {
         format_version: FORMAT_VERSION,
         at,
@@ -513,63 +320,22 @@ pub fn status(opts: &StatusOptions) -> Result<Status, DbError> {
 fn dataset_status(
     tx: &mut Transaction<'_>,
     d: DatasetRow,
+    policy_overrides: i64,
+    active_holds: Vec<HoldStatus>,
     job: Option<JobStatus>,
     at: DateTime<Utc>,
 ) -> Result<DatasetStatus, DbError> {
     let name = d.name.as_str();
-    let counts = tx
-        .query_one(
-            "SELECT (SELECT count(*) FROM retention.policy_override WHERE dataset = $1),
-                    (SELECT count(*) FROM retention.tenant_setting WHERE dataset = $1)",
-            &[&name],
-        )
-        .map_err(ctx("counting overrides and tenant settings"))?;
-    let holds = tx
-        .query(
-            "SELECT tenant, environment, until::text, reason FROM retention.hold
-              WHERE dataset = $1
-                AND (until IS NULL OR (now() AT TIME ZONE 'UTC') < (until + 1)::timestamp)
-              ORDER BY reason, tenant NULLS FIRST, environment NULLS FIRST",
-            &[&name],
-        )
-        .map_err(ctx("reading retention.hold"))?
-        .iter()
-        .map(|r| HoldStatus {
-            tenant: r.get(0),
-            environment: r.get(1),
-            until: r.get(2),
-            reason: r.get(3),
-        })
-        .collect();
-
-    let parts = partitions(tx, name)?;
+    let tenant_settings = catalog::tenant_settings(tx, name)?.count;
+    let parts = tables::partitions(tx, name)?;
     let ranges: Vec<&PartitionRow> = parts.iter().filter(|p| p.lower.is_some()).collect();
     let default = parts.iter().find(|p| p.lower.is_none());
     let default_rows = match default {
-        Some(p) => capped_count(
-            tx,
-            &format!("ONLY {}", p.name),
-            "counting the rows of the default partition",
-        )?,
+        Some(p) => Count::capped(tables::rows_in_partition(tx, &p.name)?),
         None => Count::capped(0),
     };
-    let oldest: Option<SystemTime> = tx
-        .query_one(
-            format!(
-                "SELECT min(t.{}) FROM {} t",
-                ident(&d.time_column),
-                d.relation
-            )
-            .as_str(),
-            &[],
-        )
-        .map_err(ctx("reading the oldest row"))?
-        .get(0);
-    let overdue = capped_count(
-        tx,
-        &format!("retention.{}", ident(&format!("expired_{name}"))),
-        "counting the overdue rows",
-    )?;
+    let oldest = tables::oldest_row(tx, &d.table, &d.time_column)?;
+    let overdue = Count::capped(tables::expired_rows(tx, name)?);
 
     let next = job
         .as_ref()
@@ -580,16 +346,16 @@ fn dataset_status(
             keep: d.keep.clone(),
             min_keep: d.min_keep.clone(),
             max_keep: d.max_keep.clone(),
-            policy_overrides: counts.get(0),
-            tenant_settings: counts.get(1),
-            active_holds: holds,
+            policy_overrides,
+            tenant_settings,
+            active_holds,
         },
         rows: Rows {
             estimate: parts.iter().map(|p| p.reltuples.max(0.0) as i64).sum(),
             unanalyzed_partitions: parts.iter().filter(|p| p.reltuples < 0.0).count() as i64,
             total_bytes: parts.iter().map(|p| p.total_bytes).sum(),
         },
-        oldest_row: oldest.map(utc),
+        oldest_row: oldest,
         overdue,
         partitions: Partitions {
             count: ranges.len() as i64,
@@ -602,11 +368,11 @@ fn dataset_status(
             default_partition: default.map(|p| p.name.clone()),
             default_rows,
         },
-        last_run: last_run(tx, name)?,
+        last_run: runs::last_run(tx, name)?.map(LastRun::from),
         job,
         next_run: next,
         name: d.name,
-        relation: d.relation,
+        relation: d.table,
         time_column: d.time_column,
         granularity: d.granularity,
         schedule: d.schedule,

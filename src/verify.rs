@@ -12,31 +12,29 @@
 //! - drift from `generated/`: migrations pending, changed or missing
 //!   (refinery's history table and checksums), and routines of schema
 //!   `retention` edited by hand since apply recorded their fingerprints in
-//!   [`FINGERPRINT_TABLE`] (see [`record_fingerprints`], called by apply).
+//!   `retention.fingerprint` (recorded by apply).
 //!
-//! Read-only, except [`record_fingerprints`], which only `apply` calls.
-//! It never fixes anything: every finding says what to do.
+//! Read-only: every query is `db`'s. It never fixes anything: every finding
+//! says what to do.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use postgres::types::Type;
 use postgres::{Client, Transaction};
 use serde::Serialize;
 
-use crate::apply::job_for;
-use crate::db::{self, ctx, DbError};
-use crate::generated::read_state;
+use crate::db::catalog::{self, DatasetRow};
+use crate::db::cron::{self, Job};
+use crate::db::history::{self, FileState};
+use crate::db::runs::{self, STUCK_AFTER};
+use crate::db::tables::{self, COUNT_CAP};
+use crate::db::{connect, fingerprint, session, DbError};
+use crate::generated;
 use crate::model::schedule;
+use crate::render::names::{job_prefix, FINGERPRINT_TABLE};
 use crate::render::text::ident;
-use crate::status::{self, COUNT_CAP, STUCK_AFTER};
 use crate::words::{human_duration, rfc3339};
-
-/// Where apply records the fingerprint of every routine of schema `retention`.
-pub const FINGERPRINT_TABLE: &str = "retention.fingerprint";
 
 /// Added to one schedule period before an expired row counts as overdue:
 /// room for the run itself and for pg_cron's start-up.
@@ -44,14 +42,6 @@ pub const GRACE: TimeDelta = TimeDelta::hours(1);
 
 /// Future partitions must reach this many partition periods past now.
 pub const PARTITIONS_AHEAD: i32 = 2;
-
-/// Every routine (function, procedure, trigger function) of schema
-/// `retention` with the md5 of its definition, keyed by its signature.
-/// Run with `search_path = pg_catalog, pg_temp`, so signatures are always
-/// schema-qualified and the same whoever asks.
-const ROUTINES_SQL: &str = "SELECT p.oid::regprocedure::text, md5(pg_get_functiondef(p.oid))
-  FROM pg_proc p
- WHERE p.pronamespace = 'retention'::regnamespace AND p.prokind IN ('f', 'p')";
 
 /// Options of `verify`.
 #[derive(Debug, Clone, Default)]
@@ -247,7 +237,7 @@ pub enum VerifyError {
 /// Run `verify`.
 pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     let dir = &opts.generated_dir;
-    let state = read_state(dir)
+    let state = generated::read_state(dir)
         .map_err(|e| VerifyError::Generated(format!("cannot read the compiled state: {e}")))?
         .ok_or_else(|| {
             VerifyError::Generated(format!(
@@ -256,18 +246,12 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
                 crate::generated::STATE_FILE
             ))
         })?;
-    let mut files = refinery::load_sql_migrations(dir).map_err(|e| {
-        VerifyError::Generated(format!(
-            "cannot load the migrations in {}: {e}",
-            dir.display()
-        ))
-    })?;
-    files.sort_by_key(|m| m.version());
+    let files = generated::load_migrations(dir).map_err(|e| VerifyError::Generated(e.0))?;
 
-    let cfg = db::config(opts.database_url.as_deref())?;
-    let mut client = db::connect(&cfg)?;
-    let (data_db, cron_db) = status::databases(&mut client, opts.cron_database.as_deref())?;
-    let mut cron = status::connect_cron(&cfg, &cron_db)?;
+    let cfg = connect::config(opts.database_url.as_deref())?;
+    let mut client = connect::connect(&cfg)?;
+    let (data_db, cron_db) = session::databases(&mut client, opts.cron_database.as_deref())?;
+    let mut cron = connect::connect_cron(&cfg, &cron_db)?;
     let mut report = VerifyReport {
         database: data_db.clone(),
         cron_database: cron_db.clone(),
@@ -279,11 +263,11 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
 
     check_migrations(&mut client, &files, opts, &mut report)?;
 
-    let mut tx = status::snapshot(&mut client)?;
-    let at = status::db_now(&mut tx)?;
-    let runtime = status::has_runtime(&mut tx)?;
+    let mut tx = session::snapshot(&mut client)?;
+    let at = session::now(&mut tx)?;
+    let runtime = session::has_runtime(&mut tx)?;
     let datasets = if runtime {
-        status::datasets(&mut tx)?
+        catalog::datasets(&mut tx)?
     } else {
         Vec::new()
     };
@@ -303,8 +287,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     if runtime {
         check_routines(&mut tx, &mut report)?;
     }
-    tx.commit()
-        .map_err(ctx("ending the read-only transaction"))?;
+    session::end(tx)?;
 
     // Migrations and routines first, then by dataset, in check order.
     report.findings.sort_by(|a, b| a.dataset.cmp(&b.dataset));
@@ -327,67 +310,49 @@ fn check_migrations(
     report: &mut VerifyReport,
 ) -> Result<(), DbError> {
     let dir = opts.generated_dir.display();
-    let history = db::history_table(client)?;
-    let applied: BTreeMap<i64, (String, Option<String>, Option<String>)> = if let Some(history) =
-        history
-    {
-        client
-            .query(
-                &format!(
-                    "SELECT version::int8, name::text, checksum::text, applied_on::text FROM {history} ORDER BY version"
-                ),
-                &[],
-            )
-            .map_err(ctx("reading the migration history"))?
-            .iter()
-            .map(|r| (r.get(0), (r.get::<_, Option<String>>(1).unwrap_or_default(), r.get(2), r.get(3))))
-            .collect()
-    } else {
-        BTreeMap::new()
+    let applied = match history::table(client)? {
+        Some(t) => history::read(client, &t)?,
+        None => Vec::new(),
     };
-    for m in files {
-        let v = i64::from(m.version());
-        match applied.get(&v) {
-            None => finding(
+    let comparison = history::compare(&applied, files);
+    for (m, state) in &comparison.files {
+        match state {
+            FileState::Pending => finding(
                 report,
                 FindingKind::MigrationPending,
                 None,
                 format!("{m} is in {dir} but not applied to this database: run `pgretain apply`"),
             ),
-            Some((name, checksum, on)) => {
-                let recorded = checksum.as_deref().and_then(|c| c.parse::<u64>().ok());
-                if recorded != Some(m.checksum()) || name != m.name() {
-                    finding(
-                        report,
-                        FindingKind::MigrationChanged,
-                        None,
-                        format!(
-                            "{m} in {dir} differs from V{v}__{name} applied {}: applied migrations must never change (refinery checksum {} in the database, {} for the file). Restore the file from git (`git checkout -- {dir}`)",
-                            on.as_deref().map(|o| format!("on {o}")).unwrap_or_else(|| "earlier".into()),
-                            checksum.as_deref().unwrap_or("none"),
-                            m.checksum()
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    for (v, (name, _, _)) in &applied {
-        if !files.iter().any(|m| i64::from(m.version()) == *v) {
-            finding(
+            FileState::Changed(a) => finding(
                 report,
-                FindingKind::MigrationMissing,
+                FindingKind::MigrationChanged,
                 None,
                 format!(
-                    "V{v}__{name} was applied to this database but is not in {dir}: restore it from git"
+                    "{m} in {dir} differs from {} applied {}: applied migrations must never change (refinery checksum {} in the database, {} for the file). Restore the file from git (`git checkout -- {dir}`)",
+                    a.label(),
+                    a.applied_on.as_deref().map(|o| format!("on {o}")).unwrap_or_else(|| "earlier".into()),
+                    a.checksum.as_deref().unwrap_or("none"),
+                    m.checksum()
                 ),
-            );
+            ),
+            FileState::Applied(_) => {}
         }
+    }
+    for a in &comparison.missing {
+        finding(
+            report,
+            FindingKind::MigrationMissing,
+            None,
+            format!(
+                "{} was applied to this database but is not in {dir}: restore it from git",
+                a.label()
+            ),
+        );
     }
     Ok(())
 }
 
-/// (b) every compiled dataset's job, as `apply::job_for` would register it.
+/// (b) every compiled dataset's job, as apply registers it.
 fn check_jobs(
     cron: &mut Client,
     compiled: &[crate::model::Dataset],
@@ -396,7 +361,7 @@ fn check_jobs(
     cron_db: &str,
     report: &mut VerifyReport,
 ) -> Result<(), DbError> {
-    if !status::cron_installed(cron)? {
+    if !cron::installed(cron)? {
         finding(
             report,
             FindingKind::CronMissing,
@@ -408,9 +373,9 @@ fn check_jobs(
         return Ok(());
     }
     for ds in compiled {
-        let want = job_for(ds, data_db, owner);
+        let want = Job::of(ds, data_db, owner);
         let name = Some(ds.name.as_str());
-        let Some(job) = status::job(cron, &want.name)? else {
+        let Some(job) = cron::job(cron, &want.name)? else {
             finding(
                 report,
                 FindingKind::JobMissing,
@@ -498,15 +463,8 @@ fn check_jobs(
             );
         }
     }
-    let prefix = crate::apply::job_name(data_db, "");
-    let stale = cron
-        .query(
-            "SELECT jobname, command FROM cron.job WHERE starts_with(jobname, $1) ORDER BY jobname",
-            &[&prefix],
-        )
-        .map_err(ctx("listing pg_cron jobs"))?;
-    for r in stale {
-        let jobname: String = r.get(0);
+    let prefix = job_prefix(data_db);
+    for (jobname, command) in cron::jobs_of(cron, data_db)? {
         let dataset = jobname
             .strip_prefix(&prefix)
             .unwrap_or(&jobname)
@@ -517,8 +475,7 @@ fn check_jobs(
                 FindingKind::JobUnexpected,
                 Some(&dataset),
                 format!(
-                    "job {jobname} runs `{}` but dataset {dataset} is not in generated/: run `pgretain apply` to remove it",
-                    r.get::<_, String>(1)
+                    "job {jobname} runs `{command}` but dataset {dataset} is not in generated/: run `pgretain apply` to remove it",
                 ),
             );
         }
@@ -529,14 +486,14 @@ fn check_jobs(
 /// (a), (b) run log, (c), (d) for one dataset.
 fn check_dataset(
     tx: &mut Transaction<'_>,
-    d: &status::DatasetRow,
+    d: &DatasetRow,
     at: DateTime<Utc>,
     report: &mut VerifyReport,
 ) -> Result<(), DbError> {
     let name = Some(d.name.as_str());
 
     // The last enforcement run.
-    if let Some(run) = status::last_run(tx, &d.name)? {
+    if let Some(run) = runs::last_run(tx, &d.name)? {
         if run.outcome == "failed" {
             finding(
                 report,
@@ -569,51 +526,21 @@ fn check_dataset(
     // What stops a run from doing its work, whatever it finds: a foreign key
     // into the table (its partitions cannot be dropped), an archive whose
     // columns drifted from the table's in a way a run cannot follow.
-    let fks = tx
-        .query(
-            "SELECT c.conname::text, c.conrelid::regclass::text
-               FROM pg_catalog.pg_constraint c
-              WHERE c.contype = 'f' AND c.conparentid = 0
-                AND c.confrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1::text::regclass) t)
-              ORDER BY 1",
-            &[&d.relation],
-        )
-        .map_err(ctx("looking for foreign keys into the dataset's table"))?;
-    for fk in fks {
-        let (con, on): (String, String) = (fk.get(0), fk.get(1));
+    let fks = tables::foreign_keys_into(tx, &d.table)?;
+    for (con, on) in fks {
         finding(
             report,
             FindingKind::ForeignKeyBlocksDrop,
             name,
             format!(
                 "foreign key {con} on {on} references {}: a partition it references cannot be dropped, so its expired rows stay (each run skips it and says so). Drop the constraint (`ALTER TABLE {on} DROP CONSTRAINT {}`), or point it at data that outlives the retention",
-                d.relation,
+                d.table,
                 ident(&con)
             ),
         );
     }
     if let Some(archive) = &d.archive_relation {
-        let drift = tx
-            .query(
-                "SELECT format('column %I is %s in the table but %s in the archive', t.attname,
-                               format_type(t.atttypid, t.atttypmod), format_type(a.atttypid, a.atttypmod))
-                   FROM pg_catalog.pg_attribute t
-                   JOIN pg_catalog.pg_attribute a ON a.attrelid = $2::text::regclass AND a.attname = t.attname
-                                                 AND a.attnum > 0 AND NOT a.attisdropped
-                  WHERE t.attrelid = $1::text::regclass AND t.attnum > 0 AND NOT t.attisdropped
-                    AND format_type(t.atttypid, t.atttypmod) <> format_type(a.atttypid, a.atttypmod)
-                 UNION ALL
-                 SELECT format('archive column %I is NOT NULL but the table has no such column', a.attname)
-                   FROM pg_catalog.pg_attribute a
-                  WHERE a.attrelid = $2::text::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull
-                    AND a.attname NOT IN ('archived_at', 'retention_deadline')
-                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute t
-                                     WHERE t.attrelid = $1::text::regclass AND t.attname = a.attname
-                                       AND t.attnum > 0 AND NOT t.attisdropped)",
-                &[&d.relation, archive],
-            )
-            .map_err(ctx("comparing the archive's columns with the table's"))?;
-        let why: Vec<String> = drift.iter().map(|r| r.get(0)).collect();
+        let why = tables::archive_drift(tx, &d.table, archive)?;
         if !why.is_empty() {
             finding(
                 report,
@@ -621,7 +548,7 @@ fn check_dataset(
                 name,
                 format!(
                     "the archive {archive} cannot take rows of {}: {}. No row is archived (each run says so) until the columns match again, e.g. with ALTER TABLE {archive} ALTER COLUMN ... TYPE ... (columns the application adds are added to the archive by the runs themselves)",
-                    d.relation,
+                    d.table,
                     why.join("; ")
                 ),
             );
@@ -632,25 +559,10 @@ fn check_dataset(
     let period = schedule::period(&d.schedule, at);
     let tolerance = period.unwrap_or(TimeDelta::days(1)) + GRACE;
     let cutoff = at - tolerance;
-    let pred: Option<String> = tx
-        .query_one("SELECT retention.expired_predicate($1)", &[&d.name])
-        .map_err(ctx("reading the expiry predicate"))?
-        .get(0);
-    if let Some(pred) = pred {
-        let sql = format!(
-            "SELECT count(*), min(x) FROM (SELECT t.{time} AS x FROM {rel} t WHERE {pred} LIMIT {COUNT_CAP}) s",
-            time = ident(&d.time_column),
-            rel = d.relation,
-        );
-        let stmt = tx
-            .prepare_typed(&sql, &[Type::TIMESTAMPTZ])
-            .map_err(ctx("counting overdue rows"))?;
-        let row = tx
-            .query_one(&stmt, &[&SystemTime::from(cutoff)])
-            .map_err(ctx("counting overdue rows"))?;
-        let n: i64 = row.get(0);
+    if let Some(tables::Overdue { rows: n, oldest }) =
+        tables::overdue(tx, &d.name, &d.table, &d.time_column, cutoff)?
+    {
         if n > 0 {
-            let oldest: Option<SystemTime> = row.get(1);
             finding(
                 report,
                 FindingKind::Overdue,
@@ -668,7 +580,7 @@ fn check_dataset(
                         .unwrap_or_else(|| "unreadable, taken as 24 h".into()),
                     human_duration(GRACE),
                     oldest
-                        .map(|t| format!("; the oldest has {} = {}", d.time_column, rfc3339(t.into())))
+                        .map(|t| format!("; the oldest has {} = {}", d.time_column, rfc3339(t)))
                         .unwrap_or_default(),
                     if n == 1 { "it" } else { "them" },
                     d.name
@@ -678,15 +590,8 @@ fn check_dataset(
     }
 
     // (c) Future partitions, (d) rows in the default partition.
-    let parts = status::partitions(tx, &d.name)?;
-    let horizon: SystemTime = tx
-        .query_one(
-            "SELECT ((now() AT TIME ZONE 'UTC') + ($1::int4 || ' ' || $2::text)::interval) AT TIME ZONE 'UTC'",
-            &[&PARTITIONS_AHEAD, &d.granularity],
-        )
-        .map_err(ctx("computing the partition horizon"))?
-        .get(0);
-    let horizon: DateTime<Utc> = horizon.into();
+    let parts = tables::partitions(tx, &d.name)?;
+    let horizon = tables::horizon(tx, PARTITIONS_AHEAD, &d.granularity)?;
     let mut ranges: Vec<(DateTime<Utc>, DateTime<Utc>)> = parts
         .iter()
         .filter_map(|p| Some((p.lower?, p.upper?)))
@@ -721,25 +626,21 @@ fn check_dataset(
         );
     }
     if let Some(default) = parts.iter().find(|p| p.lower.is_none()) {
-        let c = status::capped_count(
-            tx,
-            &format!("ONLY {}", default.name),
-            "counting the rows of the default partition",
-        )?;
-        if c.count > 0 {
+        let count = tables::rows_in_partition(tx, &default.name)?;
+        if count > 0 {
             finding(
                 report,
                 FindingKind::RowsInDefaultPartition,
                 name,
                 format!(
                     "{}{} row{} in the default partition {}: {their} time lies outside every partition (far past or future, or inserted before {their} partition existed). {they} enforced row by row, and a partition created over {them} later must move {them} first; check where such times come from",
-                    if c.at_least { "at least " } else { "" },
-                    c.count,
-                    if c.count == 1 { " sits" } else { "s sit" },
+                    if count >= COUNT_CAP { "at least " } else { "" },
+                    count,
+                    if count == 1 { " sits" } else { "s sit" },
                     default.name,
-                    their = if c.count == 1 { "its" } else { "their" },
-                    they = if c.count == 1 { "It is" } else { "They are" },
-                    them = if c.count == 1 { "it" } else { "them" },
+                    their = if count == 1 { "its" } else { "their" },
+                    they = if count == 1 { "It is" } else { "They are" },
+                    them = if count == 1 { "it" } else { "them" },
                 ),
             );
         }
@@ -747,25 +648,10 @@ fn check_dataset(
     Ok(())
 }
 
-/// The routines of schema `retention` and their md5, now.
-fn routines(tx: &mut Transaction<'_>) -> Result<BTreeMap<String, String>, DbError> {
-    tx.batch_execute("SET LOCAL search_path = pg_catalog, pg_temp")
-        .map_err(ctx("setting the search path"))?;
-    Ok(tx
-        .query(ROUTINES_SQL, &[])
-        .map_err(ctx("fingerprinting the routines of schema retention"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
-}
-
 /// (e) routines changed, added or removed since apply recorded them.
 fn check_routines(tx: &mut Transaction<'_>, report: &mut VerifyReport) -> Result<(), DbError> {
-    let has: bool = tx
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&FINGERPRINT_TABLE])
-        .map_err(ctx("looking for the routine fingerprints"))?
-        .get(0);
-    let now = routines(tx)?;
+    let has = fingerprint::recorded_any(tx)?;
+    let now = fingerprint::routines(tx)?;
     report.routines = now.len();
     if !has {
         finding(
@@ -779,15 +665,7 @@ fn check_routines(tx: &mut Transaction<'_>, report: &mut VerifyReport) -> Result
         );
         return Ok(());
     }
-    let recorded: BTreeMap<String, String> = tx
-        .query(
-            &format!("SELECT routine, md5 FROM {FINGERPRINT_TABLE}"),
-            &[],
-        )
-        .map_err(ctx("reading the routine fingerprints"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let recorded = fingerprint::recorded(tx)?;
     for (routine, md5) in &now {
         match recorded.get(routine) {
             Some(r) if r == md5 => {}
@@ -822,41 +700,4 @@ fn check_routines(tx: &mut Transaction<'_>, report: &mut VerifyReport) -> Result
         }
     }
     Ok(())
-}
-
-/// Whether apply has recorded routine fingerprints in this database.
-pub fn has_fingerprints(client: &mut Client) -> Result<bool, DbError> {
-    Ok(client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&FINGERPRINT_TABLE])
-        .map_err(ctx("looking for the routine fingerprints"))?
-        .get(0))
-}
-
-/// Record the fingerprint of every routine of schema `retention` in
-/// [`FINGERPRINT_TABLE`] (created if needed), replacing what was there, in
-/// one transaction. Called by apply right after migrations ran; returns how
-/// many routines it recorded.
-pub fn record_fingerprints(client: &mut Client) -> Result<usize, DbError> {
-    let mut tx = client
-        .transaction()
-        .map_err(ctx("starting the fingerprint transaction"))?;
-    tx.batch_execute(&format!(
-        "SET LOCAL search_path = pg_catalog, pg_temp;
-         CREATE TABLE IF NOT EXISTS {FINGERPRINT_TABLE} (
-             routine text PRIMARY KEY,   -- signature: retention.keep_for(text,text,text)
-             md5     text NOT NULL       -- md5(pg_get_functiondef(oid))
-         );
-         COMMENT ON TABLE {FINGERPRINT_TABLE} IS
-             'pgretain: every routine of schema retention as apply left it; pgretain verify reports hand edits';
-         DELETE FROM {FINGERPRINT_TABLE};
-         INSERT INTO {FINGERPRINT_TABLE} (routine, md5) {ROUTINES_SQL};"
-    ))
-    .map_err(ctx("recording the routine fingerprints"))?;
-    let n: i64 = tx
-        .query_one(&format!("SELECT count(*) FROM {FINGERPRINT_TABLE}"), &[])
-        .map_err(ctx("counting the routine fingerprints"))?
-        .get(0);
-    tx.commit()
-        .map_err(ctx("committing the routine fingerprints"))?;
-    Ok(n as usize)
 }

@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::Cluster;
-use pgretain::apply::{apply, job_name, ApplyOptions};
+use pgretain::apply::{apply, ApplyOptions};
 use pgretain::cmd::compile::{compile, CompileError, CompileOptions, CompileOutcome};
 use pgretain::generated::STATE_FILE;
 use pgretain::render::names::job_command;
+use pgretain::render::names::job_name;
 
 /// The starting policy: a frozen copy of the example policy.
 fn example() -> String {

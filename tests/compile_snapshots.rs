@@ -21,10 +21,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::Cluster;
-use pgretain::apply::{apply, job_name, ApplyOptions};
+use pgretain::apply::{apply, ApplyOptions};
 use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
 use pgretain::generated::STATE_FILE;
 use pgretain::render::names::job_command;
+use pgretain::render::names::job_name;
 use pgretain::render::RUNTIME_SQL;
 
 /// Every fixture directory under `tests/fixtures/`.

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::deploy::Deployed;
 use common::wait_for;
-use pgretain::apply::{apply, ApplyOptions, ApplyReport, HISTORY_TABLE};
+use pgretain::apply::{apply, ApplyOptions, ApplyReport};
+use pgretain::render::names::HISTORY_TABLE;
 use postgres::types::{FromSqlOwned, ToSql};
 use postgres::Client;
 

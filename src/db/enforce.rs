@@ -1,0 +1,53 @@
+//! Enforcement and erasure now: the exact command the dataset's pg_cron job
+//! runs, and the generated `retention.erase()` function, with what each did
+//! read back from `retention.run_log`.
+
+use postgres::Client;
+
+use super::runs::{self, RunRow};
+use super::{col, pg_message, DbError};
+use crate::render::names::job_command_named;
+use crate::render::text::lit;
+
+/// Run the job command of `dataset`, and return the run it logged (`None`
+/// if it logged none).
+pub fn enforce(client: &mut Client, dataset: &str) -> Result<Option<RunRow>, DbError> {
+    let before = runs::last_id(client)?;
+    let call = client.batch_execute(&job_command_named(dataset));
+    let logged = runs::enforcement_after(client, dataset, before)?;
+    if let Err(e) = call {
+        return Err(DbError(format!(
+            "enforcement of `{dataset}` failed: {}",
+            pg_message(&e)
+        )));
+    }
+    Ok(logged)
+}
+
+/// What `retention.erase()` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erased {
+    pub rows_deleted: i64,
+    pub archive_rows_deleted: i64,
+    pub rows_kept_by_hold: i64,
+    /// The holds that kept rows, by reason.
+    pub holds: Option<String>,
+}
+
+/// Erase every row of `dataset` whose erase_by column equals `key` (archive
+/// included), through `retention.erase()`.
+pub fn erase(client: &mut Client, dataset: &str, key: &str) -> Result<Erased, DbError> {
+    let sql = format!(
+        "SELECT * FROM retention.erase({}::text, $1::text)",
+        lit(dataset)
+    );
+    let r = client
+        .query_one(sql.as_str(), &[&key])
+        .map_err(|e| DbError(format!("erasure in `{dataset}` failed: {}", pg_message(&e))))?;
+    Ok(Erased {
+        rows_deleted: col(&r, 0)?,
+        archive_rows_deleted: col(&r, 1)?,
+        rows_kept_by_hold: col(&r, 2)?,
+        holds: col(&r, 3)?,
+    })
+}

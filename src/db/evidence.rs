@@ -1,0 +1,149 @@
+//! The report's evidence from a dataset's table: how old the stored rows
+//! are against their deadline (from a sample on very large tables), how
+//! many are past it and how many of those a hold keeps, and the oldest row.
+//! Every deadline is the one `render::expiry` writes for the view of
+//! expired rows. Read-only; `at` is the report's "now".
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use postgres::GenericClient;
+
+use super::{col, ctx, DbError};
+use crate::model::Dataset;
+use crate::render::expiry::Expiry;
+use crate::render::names::relation;
+use crate::render::text::ident;
+
+/// `at` as the SQL the queries below compare with (`$1`, seconds since the epoch).
+const AT: &str = "to_timestamp($1::float8)";
+
+fn seconds(at: DateTime<Utc>) -> f64 {
+    at.timestamp_micros() as f64 / 1e6
+}
+
+fn what(ds: &Dataset, w: &str) -> String {
+    format!("reading {w} of dataset {}", ds.name)
+}
+
+/// The planner's estimate of the rows of `ds` (its partitions' reltuples).
+pub fn estimated_rows(client: &mut impl GenericClient, ds: &Dataset) -> Result<f64, DbError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = $1::text::regclass",
+            &[&relation(ds)],
+        )
+        .map_err(ctx(&what(ds, "the table size")))?;
+    col(&row, 0)
+}
+
+/// One bar of the age histogram as counted: rows, rows past their
+/// deadline that no hold keeps, rows past it that a hold keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgeCount {
+    pub rows: i64,
+    pub past_deadline: i64,
+    pub held: i64,
+}
+
+/// The rows of `ds` by age at `at`, in `buckets` buckets from 0 to
+/// `range_days` (`width_bucket`: 0 is the future, `buckets + 1` older),
+/// from a `TABLESAMPLE SYSTEM` of `sample_percent` when given.
+pub fn age_histogram(
+    client: &mut impl GenericClient,
+    ds: &Dataset,
+    at: DateTime<Utc>,
+    range_days: f64,
+    buckets: i32,
+    sample_percent: Option<f64>,
+) -> Result<BTreeMap<i32, AgeCount>, DbError> {
+    let rule = Expiry::of(ds);
+    let (deadline, held) = (rule.past_deadline(AT), rule.held(AT));
+    let sample = sample_percent
+        .map(|p| format!(" TABLESAMPLE SYSTEM ({p:.6})"))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT width_bucket(extract(epoch FROM {AT} - t.{time}) / 86400.0, 0, $2::float8, {buckets}) AS b,
+                count(*),
+                count(*) FILTER (WHERE {deadline} AND NOT {held}),
+                count(*) FILTER (WHERE {deadline} AND {held})
+           FROM {rel} t{sample}
+          GROUP BY b ORDER BY b",
+        time = ident(&ds.time),
+        rel = relation(ds),
+    );
+    let mut out = BTreeMap::new();
+    for r in client
+        .query(sql.as_str(), &[&seconds(at), &range_days])
+        .map_err(ctx(&what(ds, "the age of the rows")))?
+    {
+        out.insert(
+            col(&r, 0)?,
+            AgeCount {
+                rows: col(&r, 1)?,
+                past_deadline: col(&r, 2)?,
+                held: col(&r, 3)?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The rows of `ds` past their deadline at `at`: (not held, held).
+pub fn past_deadline(
+    client: &mut impl GenericClient,
+    ds: &Dataset,
+    at: DateTime<Utc>,
+) -> Result<(i64, i64), DbError> {
+    let rule = Expiry::of(ds);
+    let held = rule.held(AT);
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE NOT {held}), count(*) FILTER (WHERE {held}) FROM {} t WHERE {}",
+        relation(ds),
+        rule.past_deadline(AT)
+    );
+    let r = client
+        .query_one(sql.as_str(), &[&seconds(at)])
+        .map_err(ctx(&what(ds, "the rows past their deadline")))?;
+    Ok((col(&r, 0)?, col(&r, 1)?))
+}
+
+/// The oldest row of a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Oldest {
+    pub time: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    /// A legal hold covers it at `at`.
+    pub held: bool,
+}
+
+/// The oldest row of `ds`, with its deadline and whether a hold covers it at `at`.
+pub fn oldest(
+    client: &mut impl GenericClient,
+    ds: &Dataset,
+    at: DateTime<Utc>,
+) -> Result<Option<Oldest>, DbError> {
+    let rule = Expiry::of(ds);
+    let sql = format!(
+        "SELECT t.{time}, {deadline}, {held}
+           FROM {rel} t ORDER BY t.{time} LIMIT 1",
+        time = ident(&ds.time),
+        deadline = rule.deadline(),
+        held = rule.held(AT),
+        rel = relation(ds),
+    );
+    client
+        .query_opt(sql.as_str(), &[&seconds(at)])
+        .map_err(ctx(&what(ds, "the oldest row")))?
+        .map(|r| {
+            Ok(Oldest {
+                time: col::<SystemTime>(&r, 0)?.into(),
+                deadline: col::<SystemTime>(&r, 1)?.into(),
+                held: col(&r, 2)?,
+            })
+        })
+        .transpose()
+}

@@ -1,0 +1,220 @@
+//! What a dataset's table holds, read from the catalog and the table: its
+//! partitions, counts that stop at [`COUNT_CAP`], the oldest row, the rows
+//! overdue, and what would stop a run (a foreign key into the table, an
+//! archive whose columns drifted). Read-only.
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use postgres::types::Type;
+use postgres::GenericClient;
+
+use super::{col, ctx, DbError};
+use crate::model::ARCHIVE_COLUMNS;
+use crate::render::names;
+use crate::render::text::{ident, lit};
+
+/// Counts that scan rows stop here and are reported as "at least".
+pub const COUNT_CAP: i64 = 1_000_000;
+
+/// One partition of a dataset (`retention.partitions`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionRow {
+    pub name: String,
+    /// `None` for the default partition.
+    pub lower: Option<DateTime<Utc>>,
+    pub upper: Option<DateTime<Utc>>,
+    /// `pg_class.reltuples`: -1 when never analyzed.
+    pub reltuples: f64,
+    /// Size on disk, indexes and TOAST included.
+    pub total_bytes: i64,
+}
+
+fn utc(t: SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(t)
+}
+
+/// The partitions of `dataset`, its default partition included.
+pub fn partitions(
+    client: &mut impl GenericClient,
+    dataset: &str,
+) -> Result<Vec<PartitionRow>, DbError> {
+    client
+        .query(
+            "SELECT p.partition::text, p.lower_bound, p.upper_bound, c.reltuples::float8,
+                    pg_total_relation_size(p.partition)
+               FROM retention.partitions($1) p JOIN pg_class c ON c.oid = p.partition",
+            &[&dataset],
+        )
+        .map_err(ctx(&format!("listing the partitions of {dataset}")))?
+        .iter()
+        .map(|r| {
+            Ok(PartitionRow {
+                name: col(r, 0)?,
+                lower: col::<Option<SystemTime>>(r, 1)?.map(utc),
+                upper: col::<Option<SystemTime>>(r, 2)?.map(utc),
+                reltuples: col(r, 3)?,
+                total_bytes: col(r, 4)?,
+            })
+        })
+        .collect()
+}
+
+/// `count(*)` of the rows of `from_where` (SQL after FROM), stopping at
+/// [`COUNT_CAP`]; `what` names the count in an error.
+fn capped_count(
+    client: &mut impl GenericClient,
+    from_where: &str,
+    what: &str,
+) -> Result<i64, DbError> {
+    let sql = format!("SELECT count(*) FROM (SELECT 1 FROM {from_where} LIMIT {COUNT_CAP}) s");
+    let row = client.query_one(sql.as_str(), &[]).map_err(ctx(what))?;
+    col(&row, 0)
+}
+
+/// The rows of the partition `partition` itself (not of partitions below
+/// it), up to [`COUNT_CAP`].
+pub fn rows_in_partition(client: &mut impl GenericClient, partition: &str) -> Result<i64, DbError> {
+    capped_count(
+        client,
+        &format!("ONLY {partition}"),
+        "counting the rows of the default partition",
+    )
+}
+
+/// The rows a run starting now would remove from `dataset` (its view of
+/// expired rows), up to [`COUNT_CAP`].
+pub fn expired_rows(client: &mut impl GenericClient, dataset: &str) -> Result<i64, DbError> {
+    capped_count(
+        client,
+        &names::expired_view_named(dataset),
+        "counting the overdue rows",
+    )
+}
+
+/// The smallest value of `time_column` in `table`; `None` when it is empty.
+pub fn oldest_row(
+    client: &mut impl GenericClient,
+    table: &str,
+    time_column: &str,
+) -> Result<Option<DateTime<Utc>>, DbError> {
+    let row = client
+        .query_one(
+            format!("SELECT min(t.{}) FROM {table} t", ident(time_column)).as_str(),
+            &[],
+        )
+        .map_err(ctx("reading the oldest row"))?;
+    Ok(col::<Option<SystemTime>>(&row, 0)?.map(utc))
+}
+
+/// Rows a run would remove: how many (up to [`COUNT_CAP`]), and the oldest
+/// time among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overdue {
+    pub rows: i64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// The rows of `dataset` (in `table`, clock `time_column`) that a run
+/// starting at `cutoff` would remove; `None` when the database has no
+/// predicate for the dataset (`retention.expired_predicate`).
+pub fn overdue(
+    client: &mut impl GenericClient,
+    dataset: &str,
+    table: &str,
+    time_column: &str,
+    cutoff: DateTime<Utc>,
+) -> Result<Option<Overdue>, DbError> {
+    let row = client
+        .query_one("SELECT retention.expired_predicate($1)", &[&dataset])
+        .map_err(ctx("reading the expiry predicate"))?;
+    let Some(pred) = col::<Option<String>>(&row, 0)? else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT count(*), min(x) FROM (SELECT t.{time} AS x FROM {table} t WHERE {pred} LIMIT {COUNT_CAP}) s",
+        time = ident(time_column),
+    );
+    let stmt = client
+        .prepare_typed(&sql, &[Type::TIMESTAMPTZ])
+        .map_err(ctx("counting overdue rows"))?;
+    let row = client
+        .query_one(&stmt, &[&SystemTime::from(cutoff)])
+        .map_err(ctx("counting overdue rows"))?;
+    Ok(Some(Overdue {
+        rows: col(&row, 0)?,
+        oldest: col::<Option<SystemTime>>(&row, 1)?.map(utc),
+    }))
+}
+
+/// The time `periods` partition periods of `granularity` (day, week,
+/// month) after now, counted in UTC as partitions are.
+pub fn horizon(
+    client: &mut impl GenericClient,
+    periods: i32,
+    granularity: &str,
+) -> Result<DateTime<Utc>, DbError> {
+    let row = client
+        .query_one(
+            "SELECT ((now() AT TIME ZONE 'UTC') + ($1::int4 || ' ' || $2::text)::interval) AT TIME ZONE 'UTC'",
+            &[&periods, &granularity],
+        )
+        .map_err(ctx("computing the partition horizon"))?;
+    Ok(utc(col(&row, 0)?))
+}
+
+/// The foreign keys of other tables into `table` (or its partitions): as
+/// (constraint, the table that has it). A partition they reference cannot
+/// be dropped.
+pub fn foreign_keys_into(
+    client: &mut impl GenericClient,
+    table: &str,
+) -> Result<Vec<(String, String)>, DbError> {
+    client
+        .query(
+            "SELECT c.conname::text, c.conrelid::regclass::text
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f' AND c.conparentid = 0
+                AND c.confrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1::text::regclass) t)
+              ORDER BY 1",
+            &[&table],
+        )
+        .map_err(ctx("looking for foreign keys into the dataset's table"))?
+        .iter()
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+        .collect()
+}
+
+/// Why the archive `archive` cannot take rows of `table`, one sentence per
+/// column (empty: it can): a column of another type, or an archive column
+/// that is NOT NULL but missing from the table.
+pub fn archive_drift(
+    client: &mut impl GenericClient,
+    table: &str,
+    archive: &str,
+) -> Result<Vec<String>, DbError> {
+    let sql = format!(
+            "SELECT format('column %I is %s in the table but %s in the archive', t.attname,
+                           format_type(t.atttypid, t.atttypmod), format_type(a.atttypid, a.atttypmod))
+               FROM pg_catalog.pg_attribute t
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = $2::text::regclass AND a.attname = t.attname
+                                             AND a.attnum > 0 AND NOT a.attisdropped
+              WHERE t.attrelid = $1::text::regclass AND t.attnum > 0 AND NOT t.attisdropped
+                AND format_type(t.atttypid, t.atttypmod) <> format_type(a.atttypid, a.atttypmod)
+             UNION ALL
+             SELECT format('archive column %I is NOT NULL but the table has no such column', a.attname)
+               FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid = $2::text::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull
+                AND a.attname NOT IN ({added})
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute t
+                                 WHERE t.attrelid = $1::text::regclass AND t.attname = a.attname
+                                   AND t.attnum > 0 AND NOT t.attisdropped)",
+            added = ARCHIVE_COLUMNS.iter().map(|c| lit(c)).collect::<Vec<_>>().join(", "),
+        );
+    client
+        .query(sql.as_str(), &[&table, &archive])
+        .map_err(ctx("comparing the archive's columns with the table's"))?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect()
+}
