@@ -56,7 +56,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
+use pgretain::cmd::apply::{apply, ApplyOptions};
 use pgretain::cmd::compile::{compile, CompileOptions};
 use postgres::{Client, NoTls};
 

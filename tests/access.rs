@@ -1098,7 +1098,7 @@ fn jobs_run_as_the_owner_not_a_superuser() {
         .batch_execute(&format!("BEGIN; {cmd}; COMMIT"))
         .unwrap();
     // And `pgretain run` runs as the owner as well, like the job.
-    pgretain::enforce::run(Some(&d.url), &["sessions".to_string()]).unwrap();
+    pgretain::cmd::run::run(Some(&d.url), &["sessions".to_string()]).unwrap();
     let run_by: String = d
         .app()
         .query_one(

@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
+use pgretain::cmd::apply::{apply, ApplyOptions};
 use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
 
 #[test]

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
+use pgretain::cmd::apply::{apply, ApplyOptions};
 use pgretain::cmd::compile::{compile, CompileError, CompileOptions, CompileOutcome};
 use pgretain::generated::STATE_FILE;
 use pgretain::render::names::job_command;

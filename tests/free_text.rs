@@ -17,7 +17,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
+use pgretain::cmd::apply::{apply, ApplyOptions};
 use pgretain::cmd::compile::{compile, CompileOptions};
 use serde_yaml::{Mapping, Value};
 

@@ -292,7 +292,7 @@ fn holds_outrank_erasure_and_erasure_is_logged() {
     )
     .unwrap();
     conv(&mut c, "other", "bot-1", "live", "1 day");
-    let r = pgretain::enforce::erase(Some(&d.url), "conversations", "c-1").unwrap();
+    let r = pgretain::cmd::erase::erase(Some(&d.url), "conversations", "c-1").unwrap();
     assert_eq!((r.rows_deleted, r.rows_kept_by_hold), (1, 1));
     assert_eq!(r.holds.as_deref(), Some("litigation hold 2026-14"));
     assert_eq!(d.labels("app.conversations"), sorted(&["keep-me", "other"]));

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::deploy::Deployed;
 use common::wait_for;
-use pgretain::apply::{apply, ApplyOptions, ApplyReport};
+use pgretain::cmd::apply::{apply, ApplyOptions, ApplyReport};
 use pgretain::render::names::HISTORY_TABLE;
 use postgres::types::{FromSqlOwned, ToSql};
 use postgres::Client;
@@ -899,7 +899,7 @@ fn hostile_tenants_and_erase_keys_are_data() {
                 &[k],
             )
         } else if i % 3 == 1 {
-            pgretain::enforce::erase(Some(&d.url), "conversations", k)
+            pgretain::cmd::erase::erase(Some(&d.url), "conversations", k)
                 .unwrap_or_else(|e| panic!("{e}"))
                 .rows_deleted
         } else {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::deploy::Deployed;
 use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
-use pgretain::plan::{plan, PlanOptions};
-use pgretain::report::{build, html, markdown, report, ReportOptions, ReportOutput};
+use pgretain::cmd::plan::{plan, PlanOptions};
+use pgretain::cmd::report::{build, html, markdown, report, ReportOptions, ReportOutput};
 use postgres::Client;
 
 impl Deployed {

@@ -44,7 +44,7 @@ fn crate_root() -> PathBuf {
 
 /// The rendered errors of `dir`, which must be invalid.
 fn rendered_errors(dir: &Path) -> String {
-    match pgretain::check(dir) {
+    match pgretain::cmd::check::check(dir) {
         Ok(summary) => panic!("{} was accepted: {summary}", dir.display()),
         Err(diags) => {
             assert!(

@@ -164,7 +164,7 @@ fn config() -> ProptestConfig {
 /// failure proptest reports) only through `check` itself or a bad rendering.
 fn check_bytes(dir: &Path, bytes: &[u8]) {
     std::fs::write(dir.join("policy.yaml"), bytes).expect("write policy");
-    match pgretain::check(dir) {
+    match pgretain::cmd::check::check(dir) {
         Ok(summary) => {
             assert!(summary.starts_with("policy ok: "), "{summary}");
             // A valid policy also compiles, or is refused cleanly.
@@ -325,7 +325,7 @@ proptest! {
         check_bytes(tmp.path(), text.as_bytes());
         // The mutation as a policy change on top of the compiled example:
         // the incremental diff must write a migration or refuse cleanly.
-        if pgretain::check(tmp.path()).is_ok() {
+        if pgretain::cmd::check::check(tmp.path()).is_ok() {
             let base = tempfile::tempdir().expect("tempdir");
             std::fs::write(base.path().join("policy.yaml"), EXAMPLE).expect("write");
             let generated = tempfile::tempdir().expect("tempdir");
@@ -341,7 +341,7 @@ proptest! {
 fn unmutated_example_is_valid() {
     let tmp = tempfile::tempdir().expect("tempdir");
     std::fs::write(tmp.path().join("policy.yaml"), apply(EXAMPLE, &[])).expect("write");
-    let summary = pgretain::check(tmp.path()).expect("the example is valid");
+    let summary = pgretain::cmd::check::check(tmp.path()).expect("the example is valid");
     assert!(summary.starts_with("policy ok: 4 datasets"), "{summary}");
 }
 

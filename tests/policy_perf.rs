@@ -103,11 +103,11 @@ fn check_is_fast_on_a_big_policy() {
         .sum();
 
     // Warm the file cache, then take the best of three.
-    let summary = pgretain::check(tmp.path()).unwrap_or_else(|d| panic!("{d}"));
+    let summary = pgretain::cmd::check::check(tmp.path()).unwrap_or_else(|d| panic!("{d}"));
     let mut best = Duration::MAX;
     for _ in 0..3 {
         let t0 = Instant::now();
-        let s = pgretain::check(tmp.path()).unwrap_or_else(|d| panic!("{d}"));
+        let s = pgretain::cmd::check::check(tmp.path()).unwrap_or_else(|d| panic!("{d}"));
         best = best.min(t0.elapsed());
         assert_eq!(s, summary);
     }
@@ -147,7 +147,7 @@ fn check_is_fast_when_every_override_is_wrong() {
         std::fs::write(&path, text.replace("keep: { ds_", "keep: { nope_")).expect("write");
     }
     let t0 = Instant::now();
-    let diags = pgretain::check(tmp.path()).expect_err("invalid");
+    let diags = pgretain::cmd::check::check(tmp.path()).expect_err("invalid");
     let rendered = format!("{diags}");
     let took = t0.elapsed();
     println!(

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration as Span, Months, NaiveDate, TimeZone, Utc};
 use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
+use pgretain::cmd::apply::{apply, ApplyOptions};
 use pgretain::cmd::compile::{compile, CompileOptions};
 
 /// A tiny deterministic generator (xorshift64*), so failures reproduce.

@@ -134,7 +134,7 @@ fn count(d: &Deployed, sql: &str) -> i64 {
 }
 
 fn verify_kinds(d: &Deployed) -> Vec<String> {
-    let r = pgretain::verify::verify(&pgretain::verify::VerifyOptions {
+    let r = pgretain::cmd::verify::verify(&pgretain::cmd::verify::VerifyOptions {
         database_url: Some(d.url.clone()),
         generated_dir: d.generated.path().to_path_buf(),
         cron_database: None,

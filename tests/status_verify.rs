@@ -11,8 +11,8 @@ use std::process::Output;
 
 use common::deploy::Deployed;
 use pgretain::cmd::compile::CompileOutcome;
-use pgretain::status::{status, StatusOptions};
-use pgretain::verify::{verify, FindingKind, VerifyOptions, VerifyReport};
+use pgretain::cmd::status::{status, StatusOptions};
+use pgretain::cmd::verify::{verify, FindingKind, VerifyOptions, VerifyReport};
 use postgres::Client;
 
 const POLICY: &str = r#"
@@ -70,7 +70,7 @@ impl Deployed {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn status(&self) -> pgretain::status::Status {
+    fn status(&self) -> pgretain::cmd::status::Status {
         status(&StatusOptions {
             database_url: Some(self.url.clone()),
             cron_database: None,
@@ -166,7 +166,7 @@ fn status_json_shows_every_dataset() {
          INSERT INTO app.sessions (bot_id, at) VALUES ('bot-1', now());",
     );
     // One run (removes 'expired'), then a new expired row it has not seen.
-    let runs = pgretain::enforce::run(Some(&d.url), &["events".to_string()]).unwrap();
+    let runs = pgretain::cmd::run::run(Some(&d.url), &["events".to_string()]).unwrap();
     assert_eq!(runs[0].rows_deleted, 1);
     d.sql("INSERT INTO app.events (label, at) VALUES ('expired too', now() - interval '12 days')");
 
@@ -278,7 +278,7 @@ fn verify_finds_a_row_overdue_beyond_the_tolerance() {
     assert!(stdout.contains("overdue"), "{stdout}");
 
     // After a run, nothing is overdue.
-    pgretain::enforce::run(Some(&d.url), &[]).unwrap();
+    pgretain::cmd::run::run(Some(&d.url), &[]).unwrap();
     assert!(d.verify().is_clean(), "{}", d.verify().to_text());
 }
 

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 
 use common::Cluster;
-use pgretain::apply::{apply, ApplyOptions};
+use pgretain::cmd::apply::{apply, ApplyOptions};
 
 fn apply_dir(url: &str, dir: &Path) -> Vec<String> {
     apply(&ApplyOptions {
@@ -228,7 +228,7 @@ fn the_committed_v1_upgrades_in_place_keeping_settings_holds_and_the_run_log() {
         .get(0);
     assert_eq!(young, 199);
     // And verify finds nothing: the database is what generated/ says.
-    let report = pgretain::verify::verify(&pgretain::verify::VerifyOptions {
+    let report = pgretain::cmd::verify::verify(&pgretain::cmd::verify::VerifyOptions {
         database_url: Some(url.clone()),
         generated_dir: "generated".into(),
         cron_database: None,

@@ -7,8 +7,11 @@
 //! allowed.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
+use super::{exit, Failure, Outcome};
 use crate::compile::{self, Previous};
 use crate::diagnostic::Diagnostics;
 use crate::generated::{self, STATE_FILE};
@@ -28,7 +31,7 @@ pub struct CompileOptions {
 }
 
 /// What compile did or found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum CompileOutcome {
     /// Nothing changed since the last compile.
     UpToDate,
@@ -137,4 +140,56 @@ pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
         file: migration.file,
         changes: migration.changes,
     })
+}
+
+impl Failure for CompileError {
+    fn exit_code(&self) -> i32 {
+        exit::INVALID
+    }
+}
+
+/// What compile did or found in `generated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Compiled {
+    /// The generated directory.
+    pub generated: PathBuf,
+    pub outcome: CompileOutcome,
+}
+
+impl Compiled {
+    /// The outcome of compiling into `generated`.
+    pub fn new(generated: &Path, outcome: CompileOutcome) -> Compiled {
+        Compiled {
+            generated: generated.to_path_buf(),
+            outcome,
+        }
+    }
+}
+
+impl Outcome for Compiled {
+    fn text(&self) -> String {
+        let dir = self.generated.display();
+        match &self.outcome {
+            CompileOutcome::UpToDate => format!("{dir} is up to date\n"),
+            CompileOutcome::Written { file, changes } => {
+                let mut s = format!("wrote {}\n", self.generated.join(file).display());
+                for c in changes {
+                    s.push_str(&format!("  {c}\n"));
+                }
+                s
+            }
+            CompileOutcome::Stale(_) => String::new(),
+        }
+    }
+
+    fn problem(&self) -> Option<String> {
+        let CompileOutcome::Stale(reasons) = &self.outcome else {
+            return None;
+        };
+        let mut s = format!("error: {} is out of date:", self.generated.display());
+        for r in reasons {
+            s.push_str(&format!("\n  {r}"));
+        }
+        Some(s)
+    }
 }

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use postgres::Client;
+use serde::Serialize;
 
 use super::{col, ctx, pg_message, session, DbError};
 use crate::model::Dataset;
@@ -15,7 +16,7 @@ use crate::render::names::{job_command, job_name, job_prefix, TRIM_COMMAND, TRIM
 use crate::render::text::ident;
 
 /// A pg_cron job pgretain registers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Job {
     pub name: String,
     pub schedule: String,

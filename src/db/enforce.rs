@@ -4,10 +4,32 @@
 
 use postgres::Client;
 
+use super::catalog;
 use super::runs::{self, RunRow};
 use super::{col, pg_message, DbError};
 use crate::render::names::job_command_named;
 use crate::render::text::lit;
+
+/// The datasets this database enforces (all of them when `only` is empty),
+/// or an error naming the first of `only` it does not enforce.
+pub fn datasets(client: &mut Client, only: &[String]) -> Result<Vec<String>, DbError> {
+    let all: Vec<String> = catalog::datasets(client)?
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    if only.is_empty() {
+        return Ok(all);
+    }
+    for d in only {
+        if !all.contains(d) {
+            return Err(DbError(format!(
+                "unknown dataset `{d}`; this database enforces: {}",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(only.to_vec())
+}
 
 /// Run the job command of `dataset`, and return the run it logged (`None`
 /// if it logged none).

@@ -9,6 +9,7 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::{Client, SimpleQueryMessage, Transaction};
 use refinery::Migration;
+use serde::Serialize;
 
 use super::{col, ctx, pg_message, DbError};
 use crate::render::names::expired_view_named;
@@ -16,7 +17,7 @@ use crate::render::text::ident;
 use crate::words::seconds;
 
 /// How many rows a run would remove.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ExpiredCount {
     pub rows: i64,
     /// Distinct tenants among them (`None`: no tenant column, or estimated).

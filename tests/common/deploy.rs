@@ -3,7 +3,7 @@
 //! `pgretain::apply`. Shared by the integration tests that need a deployed
 //! policy; each `Deployed` owns its own cluster.
 
-use pgretain::apply::{apply, ApplyOptions, ApplyReport};
+use pgretain::cmd::apply::{apply, ApplyOptions, ApplyReport};
 use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
 use postgres::Client;
 

@@ -24,6 +24,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use postgres::{Client, Transaction};
 use serde::Serialize;
 
+use super::{exit, Failure, Outcome};
 use crate::db::catalog::{self, DatasetRow};
 use crate::db::cron::{self, Job};
 use crate::db::history::{self, FileState};
@@ -700,4 +701,27 @@ fn check_routines(tx: &mut Transaction<'_>, report: &mut VerifyReport) -> Result
         }
     }
     Ok(())
+}
+
+impl Outcome for VerifyReport {
+    fn text(&self) -> String {
+        self.to_text()
+    }
+
+    fn exit_code(&self) -> i32 {
+        if self.is_clean() {
+            exit::OK
+        } else {
+            exit::PROBLEM
+        }
+    }
+}
+
+impl Failure for VerifyError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            VerifyError::Generated(_) => exit::INVALID,
+            VerifyError::Database(_) => exit::DATABASE,
+        }
+    }
 }

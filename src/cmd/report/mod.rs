@@ -17,15 +17,18 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use postgres::Transaction;
 
+use serde::Serialize;
+
+use super::{exit, Failure, Outcome};
 use crate::db::catalog::{self, Interval, TenantSettings};
 use crate::db::evidence::{self, Oldest};
 use crate::db::runs::{self, RunRow};
 use crate::db::{connect, session, DbError};
+use crate::diagnostic::Diagnostics;
 use crate::generated::{read_state, STATE_FILE};
 use crate::model::{ChangesApplyTo, Dataset, Duration, OnExpiry, Policy};
 use crate::render::names::{job_command, qualified};
 use crate::words::{age, thousands};
-use crate::Diagnostics;
 
 /// Buckets of the age histogram between 0 and 1.5 × the retention.
 const AGE_BUCKETS: i32 = 12;
@@ -80,7 +83,7 @@ pub enum ReportError {
 }
 
 /// Where the report went.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum ReportOutput {
     /// No `--out`: the Markdown, for stdout.
     Markdown(String),
@@ -1585,6 +1588,27 @@ pub fn html(r: &Report) -> String {
     );
     s.push_str("</main>\n</body>\n</html>\n");
     s
+}
+
+impl Outcome for ReportOutput {
+    fn text(&self) -> String {
+        match self {
+            ReportOutput::Markdown(md) => md.clone(),
+            ReportOutput::Files(files) => files
+                .iter()
+                .map(|f| format!("wrote {}\n", f.display()))
+                .collect(),
+        }
+    }
+}
+
+impl Failure for ReportError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            ReportError::Database(_) => exit::DATABASE,
+            ReportError::Policy(_) | ReportError::Input(_) => exit::INVALID,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 use std::path::PathBuf;
 
 use postgres::{Client, Config};
+use serde::Serialize;
 
+use super::Outcome;
 use crate::db::cron::{self, Job};
 use crate::db::history::{self, Divergence};
 use crate::db::{connect, fingerprint, roles, session, DbError};
@@ -31,7 +33,7 @@ pub struct ApplyOptions {
 }
 
 /// What apply did (or, with `--dry-run`, would do).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ApplyReport {
     /// A dry run: nothing was changed.
     pub dry_run: bool,
@@ -211,4 +213,63 @@ fn apply_locked(
     )?;
     report.jobs = jobs;
     Ok(report)
+}
+
+impl ApplyReport {
+    /// "scheduled pgretain:app:sessions `30 3 * * *` in database app as role retention_owner: CALL …"
+    fn job_line(j: &Job) -> String {
+        format!(
+            "{} `{}` in database {}{}",
+            j.name,
+            j.schedule,
+            j.database,
+            j.username
+                .as_deref()
+                .map(|u| format!(" as role {u}"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Outcome for ApplyReport {
+    fn text(&self) -> String {
+        let mut s = String::new();
+        if self.dry_run {
+            s.push_str("-- dry run: nothing was changed\n");
+            for (m, sql) in self.migrations.iter().zip(&self.sql) {
+                s.push_str(&format!("-- migration {m} would be applied:\n{sql}\n"));
+            }
+            if self.migrations.is_empty() {
+                s.push_str("-- no pending migrations\n");
+            }
+            for j in &self.jobs {
+                s.push_str(&format!(
+                    "-- job {} would run: {}\n",
+                    Self::job_line(j),
+                    j.command
+                ));
+            }
+            for j in &self.removed_jobs {
+                s.push_str(&format!("-- job {j} would be removed\n"));
+            }
+        } else {
+            if self.migrations.is_empty() {
+                s.push_str("no pending migrations\n");
+            }
+            for m in &self.migrations {
+                s.push_str(&format!("applied {m}\n"));
+            }
+            for j in &self.jobs {
+                s.push_str(&format!("scheduled {}: {}\n", Self::job_line(j), j.command));
+            }
+            for j in &self.removed_jobs {
+                s.push_str(&format!("removed job {j}\n"));
+            }
+        }
+        s
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
 }

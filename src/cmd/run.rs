@@ -1,12 +1,14 @@
-//! `pgretain run` and `pgretain erase`: enforcement now, through exactly the
-//! command the pg_cron job runs, and on-demand erasure through the generated
-//! `retention.erase()` function. Both read what happened back from
-//! `retention.run_log`, the evidence table.
+//! `pgretain run [DATASET...]`: enforcement now, through exactly the
+//! command the pg_cron job runs, as the role the job runs as; what each run
+//! did is read back from `retention.run_log`, the evidence table.
 
-use crate::db::{catalog, connect, enforce, session, DbError};
+use serde::Serialize;
+
+use super::Outcome;
+use crate::db::{connect, enforce, session, DbError};
 
 /// What one enforcement run did to one dataset (a `retention.run_log` row).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunResult {
     pub dataset: String,
     pub outcome: String,
@@ -48,26 +50,6 @@ impl std::fmt::Display for RunResult {
     }
 }
 
-/// The datasets this database enforces, after checking `only` names some of them.
-fn chosen(client: &mut postgres::Client, only: &[String]) -> Result<Vec<String>, DbError> {
-    let all: Vec<String> = catalog::datasets(client)?
-        .into_iter()
-        .map(|d| d.name)
-        .collect();
-    if only.is_empty() {
-        return Ok(all);
-    }
-    for d in only {
-        if !all.contains(d) {
-            return Err(DbError(format!(
-                "unknown dataset `{d}`; this database enforces: {}",
-                all.join(", ")
-            )));
-        }
-    }
-    Ok(only.to_vec())
-}
-
 /// `pgretain run [DATASET...]`: enforce now. Unknown datasets are an error
 /// before anything runs.
 pub fn run(database_url: Option<&str>, only: &[String]) -> Result<Vec<RunResult>, DbError> {
@@ -79,7 +61,7 @@ pub fn run(database_url: Option<&str>, only: &[String]) -> Result<Vec<RunResult>
     connect::act_as_retention_owner(&mut client)?;
     session::clear_statement_timeout(&mut client)?;
     let mut results = Vec::new();
-    for d in chosen(&mut client, only)? {
+    for d in enforce::datasets(&mut client, only)? {
         if let Some(r) = enforce::enforce(&mut client, &d)? {
             results.push(RunResult {
                 dataset: r.dataset,
@@ -98,26 +80,12 @@ pub fn run(database_url: Option<&str>, only: &[String]) -> Result<Vec<RunResult>
     Ok(results)
 }
 
-/// What an erasure did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EraseResult {
-    pub rows_deleted: i64,
-    pub archive_rows_deleted: i64,
-    pub rows_kept_by_hold: i64,
-    pub holds: Option<String>,
-}
+/// The runs of one `pgretain run`, a line each.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Runs(pub Vec<RunResult>);
 
-/// `pgretain erase DATASET KEY`.
-pub fn erase(database_url: Option<&str>, dataset: &str, key: &str) -> Result<EraseResult, DbError> {
-    let cfg = connect::config(database_url)?;
-    let mut client = connect::connect(&cfg)?;
-    connect::act_as_retention_owner(&mut client)?;
-    chosen(&mut client, &[dataset.to_string()])?;
-    let e = enforce::erase(&mut client, dataset, key)?;
-    Ok(EraseResult {
-        rows_deleted: e.rows_deleted,
-        archive_rows_deleted: e.archive_rows_deleted,
-        rows_kept_by_hold: e.rows_kept_by_hold,
-        holds: e.holds,
-    })
+impl Outcome for Runs {
+    fn text(&self) -> String {
+        self.0.iter().map(|r| format!("{r}\n")).collect()
+    }
 }

@@ -18,7 +18,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use postgres::Transaction;
+use serde::Serialize;
 
+use super::{exit, Failure, Outcome};
 use crate::db::catalog::{self, Interval};
 use crate::db::history::{self, Divergence};
 use crate::db::rehearsal::{self, ExpiredCount};
@@ -63,7 +65,7 @@ pub enum PlanError {
 }
 
 /// A migration `apply` would run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PendingMigration {
     /// `V2__shorten_conversations`.
     pub name: String,
@@ -76,7 +78,7 @@ pub struct PendingMigration {
 }
 
 /// The impact of the plan on one dataset.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatasetImpact {
     pub dataset: String,
     /// What the pending migrations change for it, in words (empty: nothing).
@@ -92,7 +94,7 @@ pub struct DatasetImpact {
 }
 
 /// What `plan` found.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// Pending migrations, in the order apply would run them.
     pub migrations: Vec<PendingMigration>,
@@ -532,6 +534,34 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, PlanError> {
         datasets,
         count_timeout: opts.count_timeout,
     })
+}
+
+impl Failure for PlanError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            PlanError::Generated(_) => exit::INVALID,
+            PlanError::Database(_) => exit::DATABASE,
+        }
+    }
+}
+
+/// A plan, and whether the command was asked to fail when the next run
+/// would remove rows (`--fail-if-removes`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub plan: Plan,
+    pub fail_if_removes: bool,
+}
+
+impl Outcome for Planned {
+    fn text(&self) -> String {
+        self.plan.to_string()
+    }
+
+    fn problem(&self) -> Option<String> {
+        (self.fail_if_removes && self.plan.removes_rows())
+            .then(|| "error: the next run would remove rows (--fail-if-removes)".to_string())
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use postgres::Transaction;
 use serde::{Serialize, Serializer};
 
+use super::Outcome;
 use crate::db::catalog::{self, DatasetRow};
 use crate::db::cron::{self, JobRow};
 use crate::db::runs::{self, RunRow};
@@ -385,8 +386,10 @@ fn dataset_status(
 
 impl Status {
     /// The documented JSON shape, pretty-printed.
+    /// (Serializing these plain types cannot fail; [`Outcome::json`] says
+    /// so if it ever did, and this gives an empty string.)
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("status serializes")
+        self.json().unwrap_or_default()
     }
 
     /// Aligned text for people.
@@ -585,5 +588,11 @@ impl DatasetStatus {
             s.push_str(&format!("  {k:<width$}  {v}\n"));
         }
         s
+    }
+}
+
+impl Outcome for Status {
+    fn text(&self) -> String {
+        self.to_text()
     }
 }
