@@ -12,7 +12,10 @@ use std::time::Duration;
 use common::deploy::Deployed;
 use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
 use pgretain::cmd::plan::{plan, PlanOptions};
-use pgretain::cmd::report::{build, html, markdown, report, ReportOptions, ReportOutput};
+use pgretain::cmd::report::gather::build;
+use pgretain::cmd::report::html::html;
+use pgretain::cmd::report::markdown::markdown;
+use pgretain::cmd::report::{report, ReportOptions, ReportOutput};
 use postgres::Client;
 
 impl Deployed {
