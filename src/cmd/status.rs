@@ -23,7 +23,7 @@ use crate::db::tables::{self, PartitionRow, COUNT_CAP};
 use crate::db::{connect, session, DbError};
 use crate::model::schedule::next_run;
 use crate::render::names::job_name;
-use crate::words::{bytes, plural, rfc3339, thousands};
+use crate::words::{self, bytes, plural, rfc3339, thousands};
 
 /// Version of the JSON shape (`format_version`); bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -456,16 +456,8 @@ impl DatasetStatus {
             r.active_holds
                 .iter()
                 .map(|h| {
-                    let mut who = Vec::new();
-                    if let Some(t) = &h.tenant {
-                        who.push(format!("tenant {t}"));
-                    }
-                    if let Some(e) = &h.environment {
-                        who.push(format!("environment {e}"));
-                    }
-                    if who.is_empty() {
-                        who.push("every row".into());
-                    }
+                    let mut who = vec![words::who(h.tenant.as_deref(), h.environment.as_deref())
+                        .unwrap_or_else(|| "every row".into())];
                     if let Some(u) = &h.until {
                         who.push(format!("until {u}"));
                     }

@@ -23,6 +23,10 @@ pub use duration::{Duration, Fields, Unit};
 /// retention in force when the row was inserted. Reserved in the policy.
 pub const STAMP_COLUMN: &str = "retention_keep";
 
+/// What the name of a table's default partition adds to the table's name
+/// (`sessions_default`). A dataset's table may not look like one.
+pub const DEFAULT_PARTITION_SUFFIX: &str = "_default";
+
 /// The columns an archive table adds to the dataset's own. Reserved in a
 /// dataset that archives.
 pub const ARCHIVE_COLUMNS: &[&str] = &["archived_at", "retention_deadline"];

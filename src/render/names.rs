@@ -11,7 +11,7 @@
 //! and routines) are named by `runtime.sql` itself. Pure functions, no I/O.
 
 use crate::hash::fnv1a64;
-use crate::model::Dataset;
+use crate::model::{Dataset, DEFAULT_PARTITION_SUFFIX};
 
 use super::text::ident;
 
@@ -60,7 +60,7 @@ pub fn archive_relation(ds: &Dataset) -> Option<String> {
 /// The default partition of `schema.table` (the dataset's table, or its
 /// archive): where rows outside every partition land.
 pub fn default_partition(schema: &str, table: &str) -> String {
-    qualified(schema, &format!("{table}_default"))
+    qualified(schema, &format!("{table}{DEFAULT_PARTITION_SUFFIX}"))
 }
 
 /// The enforcement procedure the job calls.

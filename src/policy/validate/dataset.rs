@@ -5,7 +5,7 @@
 
 use crate::model::{
     Archive, ChangesApplyTo, Column, Dataset, Duration, Granularity, OnExpiry, Source,
-    ARCHIVE_COLUMNS, STAMP_COLUMN,
+    ARCHIVE_COLUMNS, DEFAULT_PARTITION_SUFFIX, STAMP_COLUMN,
 };
 use crate::policy::columns::{self, COLUMN_HELP};
 use crate::policy::cron;
@@ -30,7 +30,7 @@ const MAX_TABLE_NAME: usize = 50;
 
 /// `x_default` or `x_p20260101`: names pgretain gives partitions.
 fn looks_like_partition(table: &str) -> bool {
-    if table.ends_with("_default") {
+    if table.ends_with(DEFAULT_PARTITION_SUFFIX) {
         return true;
     }
     match table.rsplit_once("_p") {
