@@ -1,6 +1,6 @@
 //! The invalid-policy corpus: every folder under `tests/invalid/` is a policy
 //! with one thing wrong (or, in the `many_errors` cases, many). For each,
-//! `pgretain::check` must fail, and the full rendered error text is pinned
+//! `pgretain::cmd::check` must fail, and the full rendered error text is pinned
 //! with insta (`tests/snapshots/policy_errors__<case>.snap`), so any change
 //! to a message, a position or the set of errors reported shows up in
 //! review. The `pgretain check` binary must print exactly the same text on

@@ -1,4 +1,4 @@
-//! Robustness of `pgretain::check` on hostile input: whatever a policy file
+//! Robustness of `pgretain::cmd::check` on hostile input: whatever a policy file
 //! holds, checking it never panics, never hangs, and a rejection renders as
 //! compiler-style diagnostics naming the file.
 //!

@@ -1,6 +1,6 @@
 //! A database with a policy compiled and applied, the way CI deploys it:
 //! `pgretain::cmd::compile` into a temporary `generated/`, then
-//! `pgretain::apply`. Shared by the integration tests that need a deployed
+//! `pgretain::cmd::apply`. Shared by the integration tests that need a deployed
 //! policy; each `Deployed` owns its own cluster.
 
 use pgretain::cmd::apply::{apply, ApplyOptions, ApplyReport};
