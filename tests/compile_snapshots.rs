@@ -43,6 +43,7 @@ const FIXTURES: &[&str] = &[
     "partition_month",
     "no_tenant_env",
     "schedules",
+    "wall_clock",
 ];
 
 /// The policy directory of a fixture (`example` is the shipped `policies/`).
@@ -223,6 +224,7 @@ snapshot_tests!(
     partition_month,
     no_tenant_env,
     schedules,
+    wall_clock,
 );
 
 #[test]

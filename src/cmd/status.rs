@@ -335,7 +335,7 @@ fn dataset_status(
         Some(p) => Count::capped(tables::rows_in_partition(tx, &p.name)?),
         None => Count::capped(0),
     };
-    let oldest = tables::oldest_row(tx, &d.table, &d.time_column)?;
+    let oldest = tables::oldest_row(tx, &d.name, &d.table, &d.time_column)?;
     let overdue = Count::capped(tables::expired_rows(tx, name)?);
 
     let next = job

@@ -53,6 +53,14 @@ pub(super) fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Chan
             ),
         );
     }
+    if (old.clock(), old.zone()) != (new.clock(), new.zone()) {
+        refuse(
+            "time_zone",
+            format!("`{}`", old.zone()),
+            format!("`{}`", new.zone()),
+            "the stored values of the clock would name other instants: every deadline would move, and the partitions' bounds would no longer be midnights",
+        );
+    }
     if old.partition != new.partition {
         let defaulted = if new.partition == Granularity::default_for(new.keep) {
             format!(

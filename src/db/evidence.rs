@@ -66,13 +66,13 @@ pub fn age_histogram(
         .map(|p| format!(" TABLESAMPLE SYSTEM ({p:.6})"))
         .unwrap_or_default();
     let sql = format!(
-        "SELECT width_bucket(extract(epoch FROM {AT} - t.{time}) / 86400.0, 0, $2::float8, {buckets}) AS b,
+        "SELECT width_bucket(extract(epoch FROM {AT} - {time}) / 86400.0, 0, $2::float8, {buckets}) AS b,
                 count(*),
                 count(*) FILTER (WHERE {deadline} AND NOT {held}),
                 count(*) FILTER (WHERE {deadline} AND {held})
            FROM {rel} t{sample}
           GROUP BY b ORDER BY b",
-        time = ident(&ds.time),
+        time = rule.instant(),
         rel = relation(ds),
     );
     let mut out = BTreeMap::new();
@@ -128,8 +128,9 @@ pub fn oldest(
 ) -> Result<Option<Oldest>, DbError> {
     let rule = Expiry::of(ds);
     let sql = format!(
-        "SELECT t.{time}, {deadline}, {held}
+        "SELECT {instant}, {deadline}, {held}
            FROM {rel} t ORDER BY t.{time} LIMIT 1",
+        instant = rule.instant(),
         time = ident(&ds.time),
         deadline = rule.deadline(),
         held = rule.held(AT),

@@ -92,17 +92,41 @@ pub fn expired_rows(client: &mut impl GenericClient, dataset: &str) -> Result<i6
     )
 }
 
-/// The smallest value of `time_column` in `table`; `None` when it is empty.
+/// SQL for the instant that `expr`, a value of `dataset`'s clock type,
+/// names (`retention.clock_of`: a `timestamp` or `date` clock is read in
+/// the dataset's zone). A runtime older than version 3 knows only
+/// timestamptz clocks: `expr` itself.
+fn instant_sql(
+    client: &mut impl GenericClient,
+    dataset: &str,
+    expr: &str,
+) -> Result<String, DbError> {
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.to_regprocedure('retention.clock_of(text,text)') IS NOT NULL",
+            &[],
+        )
+        .map_err(ctx("reading the runtime's version"))?;
+    if !col::<bool>(&row, 0)? {
+        return Ok(expr.to_string());
+    }
+    let row = client
+        .query_one("SELECT retention.clock_of($1, $2)", &[&dataset, &expr])
+        .map_err(ctx("reading the retention clock's type"))?;
+    Ok(col::<Option<String>>(&row, 0)?.unwrap_or_else(|| expr.to_string()))
+}
+
+/// The smallest value of `time_column` in `table` (dataset `dataset`), as
+/// an instant; `None` when it is empty.
 pub fn oldest_row(
     client: &mut impl GenericClient,
+    dataset: &str,
     table: &str,
     time_column: &str,
 ) -> Result<Option<DateTime<Utc>>, DbError> {
+    let oldest = instant_sql(client, dataset, &format!("min(t.{})", ident(time_column)))?;
     let row = client
-        .query_one(
-            format!("SELECT min(t.{}) FROM {table} t", ident(time_column)).as_str(),
-            &[],
-        )
+        .query_one(format!("SELECT {oldest} FROM {table} t").as_str(), &[])
         .map_err(ctx("reading the oldest row"))?;
     Ok(col::<Option<SystemTime>>(&row, 0)?.map(utc))
 }
@@ -131,8 +155,9 @@ pub fn overdue(
     let Some(pred) = col::<Option<String>>(&row, 0)? else {
         return Ok(None);
     };
+    let oldest = instant_sql(client, dataset, "min(s.x)")?;
     let sql = format!(
-        "SELECT count(*), min(x) FROM (SELECT t.{time} AS x FROM {table} t WHERE {pred} LIMIT {COUNT_CAP}) s",
+        "SELECT count(*), {oldest} FROM (SELECT t.{time} AS x FROM {table} t WHERE {pred} LIMIT {COUNT_CAP}) s",
         time = ident(time_column),
     );
     let stmt = client

@@ -4,6 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What a retention clock's values are: instants (`timestamptz`), or wall
+/// times (`timestamp`) and days (`date`) written in the dataset's
+/// `time_zone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    Timestamptz,
+    Timestamp,
+    Date,
+}
+
 /// A validated column definition, normalised to lowercase SQL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnType {
@@ -42,6 +52,16 @@ impl ColumnType {
     /// "not a time at all" in messages).
     pub fn is_temporal(&self) -> bool {
         matches!(self.sql_type.as_str(), "timestamptz" | "timestamp" | "date")
+    }
+
+    /// The kind of retention clock a column of this type is, if any.
+    pub fn clock(&self) -> Option<Clock> {
+        match self.sql_type.as_str() {
+            "timestamptz" => Some(Clock::Timestamptz),
+            "timestamp" => Some(Clock::Timestamp),
+            "date" => Some(Clock::Date),
+            _ => None,
+        }
     }
 
     /// `json` or `jsonb`.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use column::ColumnType;
+pub use column::{Clock, ColumnType};
 pub use duration::{Duration, Fields, Unit};
 
 /// The column pgretain adds to a `changes_apply_to: new_rows` table: the
@@ -191,8 +191,12 @@ pub struct Dataset {
     pub table: String,
     /// The columns pgretain creates; `None` for an existing table.
     pub columns: Option<Vec<Column>>,
-    /// The retention clock (a timestamptz column).
+    /// The retention clock (a timestamptz, timestamp or date column).
     pub time: String,
+    /// The zone a `timestamp` or `date` clock's values are written in
+    /// (`None`: UTC; always `None` for a timestamptz clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     pub tenant: Option<String>,
     pub environment: Option<String>,
     pub keep: Duration,
@@ -221,6 +225,19 @@ impl Dataset {
     /// The type of a column, when pgretain creates the table.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.as_ref()?.iter().find(|c| c.name == name)
+    }
+
+    /// The kind of its retention clock (a timestamptz when the policy does
+    /// not declare the column).
+    pub fn clock(&self) -> Clock {
+        self.column(&self.time)
+            .and_then(|c| c.ty.clock())
+            .unwrap_or(Clock::Timestamptz)
+    }
+
+    /// The zone its clock's values are read in: `time_zone`, or UTC.
+    pub fn zone(&self) -> &str {
+        self.time_zone.as_deref().unwrap_or("UTC")
     }
 }
 

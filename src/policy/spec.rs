@@ -96,8 +96,14 @@ pub struct DatasetSpec {
     /// pgretain creates the table with these columns.
     #[serde(default)]
     pub columns: Option<IndexMap<String, String>>,
-    /// The retention clock: a `timestamptz` column.
+    /// The retention clock: a `timestamptz`, `timestamp` (without time zone)
+    /// or `date` column.
     pub time: String,
+    /// Only for a `timestamp` or `date` clock: the zone its values are
+    /// written in, an IANA name such as `UTC` or `Europe/Paris` (default
+    /// UTC).
+    #[serde(default)]
+    pub time_zone: Option<String>,
     /// The column naming the tenant (e.g. the bot); enables per-tenant settings.
     #[serde(default)]
     pub tenant: Option<String>,

@@ -4,7 +4,7 @@
 
 use sea_query::{Alias, ColumnDef, Expr, Index, PostgresQueryBuilder, TableBuilder};
 
-use crate::model::{ChangesApplyTo, Dataset, Granularity, STAMP_COLUMN};
+use crate::model::{ChangesApplyTo, Clock, Dataset, Granularity, STAMP_COLUMN};
 
 use super::expiry::Expiry;
 use super::names::{
@@ -29,7 +29,7 @@ pub fn premake(g: Granularity) -> u32 {
 /// which changed. Every value goes through `lit` / `interval`.
 pub fn dataset_settings(ds: &Dataset) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
-    let rows: Vec<(&str, String, &str)> = vec![
+    let mut rows: Vec<(&str, String, &str)> = vec![
         ("name", lit(&ds.name), "the dataset"),
         ("relation", lit(&relation(ds)), "its table"),
         ("time_column", lit(&ds.time), "the retention clock"),
@@ -103,6 +103,18 @@ pub fn dataset_settings(ds: &Dataset) -> String {
             "where the policy defines it",
         ),
     ];
+    // The zone of a wall-time clock, right after the clock (a timestamptz
+    // clock leaves the column at its default, UTC).
+    if ds.clock() != Clock::Timestamptz {
+        rows.insert(
+            3,
+            (
+                "time_zone",
+                lit(ds.zone()),
+                "the zone the clock's values are written in",
+            ),
+        );
+    }
     // Comments line up after the values, except after a long one (free
     // text such as the description), which is followed by one space.
     let width = rows

@@ -9,9 +9,9 @@
 //! which each run specializes; tests check both remove the same rows.
 //! Pure functions, no I/O.
 
-use crate::model::{ChangesApplyTo, Dataset, STAMP_COLUMN};
+use crate::model::{ChangesApplyTo, Clock, Dataset, STAMP_COLUMN};
 
-use super::text::{ident, lit};
+use super::text::{comment, ident, lit};
 
 /// The expiry rule of one dataset, over row `t`.
 #[derive(Debug, Clone, Copy)]
@@ -60,11 +60,30 @@ impl<'a> Expiry<'a> {
         }
     }
 
+    /// The instant (a `timestamptz`) that `expr`, a value of the dataset's
+    /// clock type, names: a `timestamp` is read in the dataset's zone, a
+    /// `date` is midnight there. The same rule as `retention.clock_of()`.
+    pub fn instant_of(&self, expr: &str) -> String {
+        match self.ds.clock() {
+            Clock::Timestamptz => expr.to_string(),
+            Clock::Timestamp => format!("({expr} AT TIME ZONE {}::text)", lit(self.ds.zone())),
+            Clock::Date => format!(
+                "({expr}::timestamp without time zone AT TIME ZONE {}::text)",
+                lit(self.ds.zone())
+            ),
+        }
+    }
+
+    /// Row `t`'s time, as an instant.
+    pub fn instant(&self) -> String {
+        self.instant_of(&format!("t.{}", ident(&self.ds.time)))
+    }
+
     /// Row `t`'s deadline as a UTC timestamp without time zone.
     fn deadline_utc(&self) -> String {
         format!(
-            "(t.{} AT TIME ZONE 'UTC'::text) + {}",
-            ident(&self.ds.time),
+            "({} AT TIME ZONE 'UTC'::text) + {}",
+            self.instant(),
             self.keep()
         )
     }
@@ -98,9 +117,21 @@ impl<'a> Expiry<'a> {
     /// The rule in words, as the comment opening the dataset's migration
     /// says it (two comment lines).
     pub fn in_words(&self) -> String {
+        let time = match self.ds.clock() {
+            Clock::Timestamptz => ident(&self.ds.time),
+            Clock::Timestamp => format!(
+                "{} (a wall time in {})",
+                ident(&self.ds.time),
+                comment(self.ds.zone())
+            ),
+            Clock::Date => format!(
+                "{} (midnight in {})",
+                ident(&self.ds.time),
+                comment(self.ds.zone())
+            ),
+        };
         format!(
-            "-- Each run removes exactly the rows whose deadline, {} + retention (UTC),\n-- is before the run's start, unless a legal hold covers them.\n",
-            ident(&self.ds.time)
+            "-- Each run removes exactly the rows whose deadline, {time} + retention (UTC),\n-- is before the run's start, unless a legal hold covers them.\n"
         )
     }
 }

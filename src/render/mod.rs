@@ -30,7 +30,7 @@ use text::{comment, lit};
 /// search_path everywhere, SECURITY DEFINER where the application reaches
 /// the machinery, unforgeable stamps, a run that goes on past a failing
 /// partition, erasure by typed key, keys logged as hashes.
-pub const RUNTIME_VERSION: u32 = 2;
+pub const RUNTIME_VERSION: u32 = 3;
 
 /// The shared machinery of the `retention` schema.
 pub const RUNTIME_SQL: &str = include_str!("runtime.sql");

@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------
--- pgretain runtime, version 2: the `retention` schema's machinery.
+-- pgretain runtime, version 3: the `retention` schema's machinery.
 --
 -- Everything pgretain needs in the database lives in schema `retention`:
 --   retention.dataset          one row per policy dataset (written by migrations only)
@@ -12,7 +12,9 @@
 --   retention.run_log          one row per enforcement run or erasure: the evidence
 --   retention.fingerprint      every routine as apply left it (pgretain verify)
 -- and the functions below. Dates are computed in UTC, whatever the session's
--- TimeZone: a row's deadline is (time AT TIME ZONE 'UTC') + retention.
+-- TimeZone: a row's deadline is (time AT TIME ZONE 'UTC') + retention, where
+-- time is the instant the row's clock names (clock_of: a `timestamp` or
+-- `date` clock is read in the dataset's time_zone).
 --
 -- Safe among other roles (SPEC §3 "Access"):
 --   * every function runs with search_path pinned to pg_catalog, pg_temp
@@ -52,7 +54,7 @@ COMMENT ON SCHEMA retention IS 'pgretain: data-retention machinery (generated; d
 CREATE TABLE IF NOT EXISTS retention.dataset (
     name               text PRIMARY KEY,
     relation           text NOT NULL UNIQUE,      -- the partitioned table, quoted: "app"."sessions"
-    time_column        text NOT NULL,             -- the retention clock (timestamptz)
+    time_column        text NOT NULL,             -- the retention clock (timestamptz, timestamp or date)
     tenant_column      text,                      -- per-tenant settings, when set
     environment_column text,                      -- per-environment settings, when set
     erase_column       text,                      -- what retention.erase() matches
@@ -74,6 +76,10 @@ ALTER TABLE retention.dataset
     ADD COLUMN IF NOT EXISTS description text,    -- what the data is
     ADD COLUMN IF NOT EXISTS owner text,          -- who answers for it (a person; not a role)
     ADD COLUMN IF NOT EXISTS legal_basis text;    -- why it may be kept
+-- Version 3: the zone a `timestamp` or `date` clock's values are written in
+-- (always UTC for a timestamptz clock, which is an instant).
+ALTER TABLE retention.dataset
+    ADD COLUMN IF NOT EXISTS time_zone text NOT NULL DEFAULT 'UTC';
 
 CREATE TABLE IF NOT EXISTS retention.environment (
     name text PRIMARY KEY
@@ -452,10 +458,80 @@ BEGIN
 END
 $$;
 
--- partitions(dataset): the dataset's partitions with their bounds (NULL for
--- the default partition), oldest first. The bounds are read back from the
--- catalog's text under TimeZone UTC and DateStyle ISO (the SET clauses),
--- so the session's settings cannot change them.
+-- clock_type(dataset): the type of the dataset's retention clock, as the
+-- table has it now: 'timestamptz', 'timestamp' or 'date' (NULL for any
+-- other, which no run accepts).
+CREATE OR REPLACE FUNCTION retention.clock_type(p_dataset text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE a.atttypid WHEN 'pg_catalog.timestamptz'::regtype THEN 'timestamptz'
+                           WHEN 'pg_catalog.timestamp'::regtype THEN 'timestamp'
+                           WHEN 'pg_catalog.date'::regtype THEN 'date' END
+      FROM retention.dataset d
+      JOIN pg_attribute a ON a.attrelid = d.relation::regclass AND a.attname = d.time_column AND NOT a.attisdropped
+     WHERE d.name = p_dataset
+$$;
+
+-- clock_of(dataset, expression): SQL for the instant (a timestamptz) that an
+-- expression of the clock's type names: a timestamptz is one; a `timestamp`
+-- is read in the dataset's time_zone, and a `date` is midnight there, e.g.
+--   (t."created_at" AT TIME ZONE 'UTC'::text)
+-- The same rule as pgretain's `Expiry::instant` (the expired_* views).
+CREATE OR REPLACE FUNCTION retention.clock_of(p_dataset text, p_expr text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE retention.clock_type(d.name)
+               WHEN 'timestamptz' THEN p_expr
+               WHEN 'timestamp' THEN format('(%s AT TIME ZONE %L::text)', p_expr, d.time_zone)
+               WHEN 'date' THEN format('(%s::timestamp without time zone AT TIME ZONE %L::text)', p_expr, d.time_zone)
+           END
+      FROM retention.dataset d WHERE d.name = p_dataset
+$$;
+
+-- clock_literal(dataset, at): instant `at` as a literal of the clock's own
+-- type, for comparisons an index on the clock serves (a `date` clock is
+-- compared with a `timestamp`: date < timestamp is in the same btree family).
+CREATE OR REPLACE FUNCTION retention.clock_literal(p_dataset text, p_at timestamptz)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+AS $$
+    SELECT CASE retention.clock_type(d.name)
+               WHEN 'timestamptz' THEN format('%L::timestamptz', p_at)
+               ELSE format('%L::timestamp without time zone', p_at AT TIME ZONE d.time_zone)
+           END
+      FROM retention.dataset d WHERE d.name = p_dataset
+$$;
+
+-- bound_literal(dataset, at): instant `at` as a partition bound of the
+-- clock's type ('2026-01-01 00:00:00+00', '2026-01-01 00:00:00' in the
+-- dataset's time_zone, or '2026-01-01'; partitions start at midnight).
+CREATE OR REPLACE FUNCTION retention.bound_literal(p_dataset text, p_at timestamptz)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+AS $$
+    SELECT CASE retention.clock_type(d.name)
+               WHEN 'timestamptz' THEN quote_literal(p_at)
+               WHEN 'timestamp' THEN quote_literal(p_at AT TIME ZONE d.time_zone)
+               WHEN 'date' THEN quote_literal((p_at AT TIME ZONE d.time_zone)::date)
+           END
+      FROM retention.dataset d WHERE d.name = p_dataset
+$$;
+
+-- partitions(dataset): the dataset's partitions with their bounds as
+-- instants (NULL for the default partition), oldest first. The bounds are
+-- read back from the catalog's text under TimeZone UTC and DateStyle ISO
+-- (the SET clauses), so the session's settings cannot change them; a
+-- `timestamp` or `date` bound is read in the dataset's time_zone.
 CREATE OR REPLACE FUNCTION retention.partitions(p_dataset text)
 RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz)
 LANGUAGE sql STABLE
@@ -463,26 +539,41 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, YMD'
 AS $$
-    SELECT c.oid::regclass, b[1]::timestamptz, b[2]::timestamptz
+    SELECT c.oid::regclass, v.lower_bound, v.upper_bound
       FROM retention.dataset d
+      CROSS JOIN LATERAL (SELECT retention.clock_type(d.name) AS ty) k
       JOIN pg_inherits i ON i.inhparent = d.relation::regclass
       JOIN pg_class c ON c.oid = i.inhrelid
       LEFT JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
                                      'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)') AS b ON true
+      CROSS JOIN LATERAL (
+          SELECT CASE WHEN k.ty = 'timestamptz' THEN b[1]::timestamptz
+                      ELSE b[1]::timestamp without time zone AT TIME ZONE d.time_zone END AS lower_bound,
+                 CASE WHEN k.ty = 'timestamptz' THEN b[2]::timestamptz
+                      ELSE b[2]::timestamp without time zone AT TIME ZONE d.time_zone END AS upper_bound) v
      WHERE d.name = p_dataset
-     ORDER BY b[1]::timestamptz NULLS FIRST
+     ORDER BY v.lower_bound NULLS FIRST
 $$;
 
--- period_start(dataset, t): the start of the partition period holding t (UTC).
+-- period_start(granularity, t): the start of the partition period holding t (UTC).
 CREATE OR REPLACE FUNCTION retention.period_start(p_granularity text, p_at timestamptz)
 RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN date_trunc(p_granularity, p_at, 'UTC'::text);
 
+-- period_start(granularity, t, zone): the same, for periods that start at
+-- midnight in `zone` (a `timestamp` or `date` clock's time_zone).
+CREATE OR REPLACE FUNCTION retention.period_start(p_granularity text, p_at timestamptz, p_zone text)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN date_trunc(p_granularity, p_at, p_zone);
+
 -- create_partition(dataset, lower): creates the partition of the period
 -- starting at `lower`, unless it exists. Rows of that period that sit in the
 -- default partition (inserted before the partition existed) are moved into
--- it first, so PostgreSQL accepts the new partition. Locks: ACCESS
+-- it first, so PostgreSQL accepts the new partition. Periods start at
+-- midnight in the dataset's time_zone (UTC for a timestamptz clock), and
+-- bounds are written in the clock's type (bound_literal). Locks: ACCESS
 -- EXCLUSIVE on the table (and its default partition) while it attaches.
 CREATE OR REPLACE FUNCTION retention.create_partition(p_dataset text, p_lower timestamptz)
 RETURNS boolean
@@ -499,53 +590,60 @@ DECLARE
     v_schema text;
     v_name   text;
     v_default regclass;
+    v_in     text;    -- SQL: row t of the period, in the clock's own type
+    v_found  boolean;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     v_parent := d.relation::regclass;
-    v_upper := (((p_lower AT TIME ZONE 'UTC'::text) + ('1 ' || d.granularity)::interval) AT TIME ZONE 'UTC'::text);
+    v_upper := (((p_lower AT TIME ZONE d.time_zone) + ('1 ' || d.granularity)::interval) AT TIME ZONE d.time_zone);
     IF EXISTS (SELECT 1 FROM retention.partitions(p_dataset) p
                 WHERE p.lower_bound < v_upper AND p.upper_bound > p_lower) THEN
         RETURN false;   -- already there (or overlapping one made at another granularity)
     END IF;
     SELECT n.nspname, c.relname INTO v_schema, v_name
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_parent;
-    v_name := v_name || '_p' || to_char(p_lower AT TIME ZONE 'UTC'::text, 'YYYYMMDD');
+    v_name := v_name || '_p' || to_char(p_lower AT TIME ZONE d.time_zone, 'YYYYMMDD');
+    v_in := format('t.%I >= %s AND t.%I < %s', d.time_column, retention.clock_literal(p_dataset, p_lower),
+                   d.time_column, retention.clock_literal(p_dataset, v_upper));
     SELECT p.partition INTO v_default FROM retention.partitions(p_dataset) p WHERE p.lower_bound IS NULL;
-    IF v_default IS NOT NULL AND EXISTS (
-        SELECT 1 FROM retention.default_rows_in(v_default, d.time_column, p_lower, v_upper)) THEN
+    IF v_default IS NOT NULL THEN
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s t WHERE %s)', v_default, v_in) INTO v_found;
+    END IF;
+    IF coalesce(v_found, false) THEN
         EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
                        v_schema, v_name, v_parent);
-        EXECUTE format('WITH moved AS (DELETE FROM %s t WHERE t.%I >= $1 AND t.%I < $2 RETURNING t.*)
+        EXECUTE format('WITH moved AS (DELETE FROM %s t WHERE %s RETURNING t.*)
                         INSERT INTO %I.%I SELECT * FROM moved',
-                       v_default, d.time_column, d.time_column, v_schema, v_name)
-            USING p_lower, v_upper;
-        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
-                       v_parent, v_schema, v_name, p_lower, v_upper);
+                       v_default, v_in, v_schema, v_name);
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%s) TO (%s)',
+                       v_parent, v_schema, v_name, retention.bound_literal(p_dataset, p_lower),
+                       retention.bound_literal(p_dataset, v_upper));
     ELSE
-        EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
-                       v_schema, v_name, v_parent, p_lower, v_upper);
+        EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%s) TO (%s)',
+                       v_schema, v_name, v_parent, retention.bound_literal(p_dataset, p_lower),
+                       retention.bound_literal(p_dataset, v_upper));
     END IF;
     RETURN true;
 END
 $$;
 
--- default_rows_in(default partition, time column, from, to): one row if the
--- default partition holds a row in [from, to).
-CREATE OR REPLACE FUNCTION retention.default_rows_in(p_default regclass, p_column text, p_from timestamptz, p_to timestamptz)
-RETURNS SETOF integer
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY EXECUTE format('SELECT 1 FROM %s t WHERE t.%I >= $1 AND t.%I < $2 LIMIT 1',
-                                p_default, p_column, p_column)
-        USING p_from, p_to;
-END
-$$;
+-- (Version 2's default_rows_in compared the clock with a timestamptz, which
+-- is wrong for a `timestamp` clock: create_partition now asks itself.)
+DROP FUNCTION IF EXISTS retention.default_rows_in(regclass, text, timestamptz, timestamptz);
 
--- premake(dataset, at): makes sure partitions exist from the period holding
--- `at` through `premake` periods ahead, so inserts never land in the default
--- partition in normal operation. Returns how many it created.
+-- premake(dataset, at): makes sure partitions exist for every period a row
+-- can be written for and still be live, so that neither today's inserts, nor
+-- late events, nor an import or a restore of history, land in the default
+-- partition, where the only way out would be row by row:
+--   * forward: from the period holding `at` through `premake` periods ahead;
+--   * backward: every period that can still hold a live row, i.e. back to
+--     `at` minus the longest retention a row can have now (possible_keeps,
+--     plus calendar slack), at most 400 periods back. Older rows are past
+--     every retention (a hold may still keep them: they are enforced in the
+--     default partition like any other row).
+-- Creates at most 100 partitions per call (newest periods first, after the
+-- forward ones), so one transaction never takes too many locks; the next
+-- call goes on. Returns how many it created.
 CREATE OR REPLACE FUNCTION retention.premake(p_dataset text, p_at timestamptz DEFAULT now())
 RETURNS integer
 LANGUAGE plpgsql
@@ -557,22 +655,38 @@ AS $$
 DECLARE
     d        retention.dataset;
     v_start  timestamptz;
+    v_back   interval;
+    v_first  timestamptz;
     v_lower  timestamptz;
     v_have   timestamptz[];
     v_made   integer := 0;
+    v_step   integer;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
-    v_start := retention.period_start(d.granularity, p_at);
+    v_start := retention.period_start(d.granularity, p_at, d.time_zone);
+    SELECT max(k + retention.calendar_slack(k)) INTO v_back FROM retention.possible_keeps(p_dataset) AS k;
+    v_first := greatest(
+        retention.period_start(d.granularity, ((p_at AT TIME ZONE 'UTC'::text) - coalesce(v_back, d.keep)) AT TIME ZONE 'UTC'::text,
+                               d.time_zone),
+        ((v_start AT TIME ZONE d.time_zone) - ('400 ' || d.granularity)::interval) AT TIME ZONE d.time_zone);
     -- The partitions that exist, read once: the daily run usually finds
     -- every period already there and creates nothing.
     SELECT array_agg(p.lower_bound) INTO v_have
-      FROM retention.partitions(p_dataset) p WHERE p.lower_bound >= v_start;
-    FOR i IN 0 .. d.premake LOOP
-        v_lower := ((v_start AT TIME ZONE 'UTC'::text) + (i || ' ' || d.granularity)::interval) AT TIME ZONE 'UTC'::text;
-        CONTINUE WHEN v_lower = ANY (coalesce(v_have, '{}'));
-        IF retention.create_partition(p_dataset, v_lower) THEN
+      FROM retention.partitions(p_dataset) p WHERE p.lower_bound >= v_first;
+    -- Steps 0 .. premake are the forward periods; then -1, -2, ... back to v_first.
+    v_step := 0;
+    LOOP
+        v_lower := ((v_start AT TIME ZONE d.time_zone) + (v_step || ' ' || d.granularity)::interval) AT TIME ZONE d.time_zone;
+        IF v_step >= 0 AND v_step > d.premake THEN
+            v_step := -1;
+            CONTINUE;
+        END IF;
+        EXIT WHEN v_step < 0 AND v_lower < v_first;
+        EXIT WHEN v_made >= 100;
+        IF NOT v_lower = ANY (coalesce(v_have, '{}')) AND retention.create_partition(p_dataset, v_lower) THEN
             v_made := v_made + 1;
         END IF;
+        v_step := CASE WHEN v_step >= 0 THEN v_step + 1 ELSE v_step - 1 END;
     END LOOP;
     IF d.archive_relation IS NOT NULL THEN
         PERFORM retention.premake_archive(p_dataset, p_at);
@@ -639,8 +753,8 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('((t.%I AT TIME ZONE ''UTC''::text) + %s) < ($1 AT TIME ZONE ''UTC''::text) AND NOT retention.is_held(%L::text, %s, %s, $1)',
-                  d.time_column,
+    SELECT format('((%s AT TIME ZONE ''UTC''::text) + %s) < ($1 AT TIME ZONE ''UTC''::text) AND NOT retention.is_held(%L::text, %s, %s, $1)',
+                  retention.clock_of(d.name, format('t.%I', d.time_column)),
                   CASE WHEN d.new_rows THEN 't.retention_keep'
                        ELSE format('retention.keep_for(%L::text, %s, %s)', d.name, v.tenant, v.environment) END,
                   d.name, v.tenant, v.environment)
@@ -733,8 +847,9 @@ BEGIN
                              v_tenant, v_special, d.name, v_tenant, v_env, v_keep);
         END IF;
     END IF;
-    RETURN format('t.%I < %L::timestamptz AND ((t.%I AT TIME ZONE ''UTC''::text) + %s) < ($1 AT TIME ZONE ''UTC''::text)',
-                  d.time_column, v_cutoff, d.time_column, v_keep)
+    RETURN format('t.%I < %s AND ((%s AT TIME ZONE ''UTC''::text) + %s) < ($1 AT TIME ZONE ''UTC''::text)',
+                  d.time_column, retention.clock_literal(p_dataset, v_cutoff),
+                  retention.clock_of(p_dataset, format('t.%I', d.time_column)), v_keep)
         || CASE WHEN v_held IS NULL THEN '' ELSE format(' AND NOT coalesce(%s, false)', v_held) END;
 END
 $$;
@@ -781,9 +896,10 @@ BEGIN
                                    retention.column_as_text('moved', d.environment_column)) END;
         EXECUTE format('WITH moved AS (DELETE FROM %s t WHERE t.ctid >= $2 AND t.ctid < $3 AND %s RETURNING t.*)
                         INSERT INTO %s (%s, archived_at, retention_deadline)
-                        SELECT %s, $1, ((moved.%I AT TIME ZONE ''UTC''::text) + %s) AT TIME ZONE ''UTC''::text FROM moved',
+                        SELECT %s, $1, ((%s AT TIME ZONE ''UTC''::text) + %s) AT TIME ZONE ''UTC''::text FROM moved',
                        p_relation, v_pred, d.archive_relation, retention.columns_of(d.relation::regclass),
-                       retention.columns_of(d.relation::regclass, 'moved.'), d.time_column, v_keep)
+                       retention.columns_of(d.relation::regclass, 'moved.'),
+                       retention.clock_of(p_dataset, format('moved.%I', d.time_column)), v_keep)
             USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + p_pages)::tid;
     END IF;
     GET DIAGNOSTICS v_n = ROW_COUNT;

@@ -3,7 +3,7 @@
 //! (`changes_apply_to: new_rows`), and a sliding clock that only moves
 //! forward. Pure functions, no I/O.
 
-use crate::model::{ChangesApplyTo, Dataset, STAMP_COLUMN};
+use crate::model::{ChangesApplyTo, Clock, Dataset, STAMP_COLUMN};
 
 use super::names::{relation, Trigger};
 use super::text::{comment, dollar_quoted, ident, lit};
@@ -101,9 +101,31 @@ pub fn triggers(ds: &Dataset) -> String {
         s.push_str(&format!(
             "\n-- {name}: sliding: expiry counts from the latest activity; the clock never moves back,\n-- and never more than {SLIDING_CEILING} past now: a mistaken far-future value is brought back ({src})\n"
         ));
+        // The ceiling in the clock's own type (a wall time in its zone).
+        let (ty, ceiling_at) = match ds.clock() {
+            Clock::Timestamptz => (
+                "timestamptz",
+                format!("now() + interval {}", lit(SLIDING_CEILING)),
+            ),
+            Clock::Timestamp => (
+                "timestamp",
+                format!(
+                    "(now() + interval {}) AT TIME ZONE {}::text",
+                    lit(SLIDING_CEILING),
+                    lit(ds.zone())
+                ),
+            ),
+            Clock::Date => (
+                "date",
+                format!(
+                    "((now() + interval {}) AT TIME ZONE {}::text)::date",
+                    lit(SLIDING_CEILING),
+                    lit(ds.zone())
+                ),
+            ),
+        };
         let body = format!(
-            "\nDECLARE\n    v_ceiling timestamptz := now() + interval {ceiling};\nBEGIN\n    IF NEW.{t} > v_ceiling THEN\n        RAISE WARNING 'pgretain: %.% = % is more than {SLIDING_CEILING} in the future; stored as %',\n            TG_TABLE_NAME, {tl}, NEW.{t}, v_ceiling;\n        NEW.{t} := v_ceiling;\n    END IF;\n    IF OLD.{t} <= v_ceiling THEN   -- a far-future value from before may be corrected\n        NEW.{t} := greatest(OLD.{t}, NEW.{t});\n    END IF;\n    RETURN NEW;\nEND\n",
-            ceiling = lit(SLIDING_CEILING),
+            "\nDECLARE\n    v_ceiling {ty} := {ceiling_at};\nBEGIN\n    IF NEW.{t} > v_ceiling THEN\n        RAISE WARNING 'pgretain: %.% = % is more than {SLIDING_CEILING} in the future; stored as %',\n            TG_TABLE_NAME, {tl}, NEW.{t}, v_ceiling;\n        NEW.{t} := v_ceiling;\n    END IF;\n    IF OLD.{t} <= v_ceiling THEN   -- a far-future value from before may be corrected\n        NEW.{t} := greatest(OLD.{t}, NEW.{t});\n    END IF;\n    RETURN NEW;\nEND\n",
             tl = lit(&ds.time),
         );
         s.push_str(&trigger_function(&fname, &body));

@@ -4,7 +4,7 @@
 //! every default filled in, or every error reported. No I/O here.
 
 use crate::model::{
-    Archive, ChangesApplyTo, Column, Dataset, Duration, Granularity, OnExpiry, Source,
+    Archive, ChangesApplyTo, Clock, Column, Dataset, Duration, Granularity, OnExpiry, Source,
     ARCHIVE_COLUMNS, DEFAULT_PARTITION_SUFFIX, STAMP_COLUMN,
 };
 use crate::policy::columns::{self, COLUMN_HELP};
@@ -297,19 +297,43 @@ pub(super) fn dataset(
         true
     };
     let mut time_ok = !reported("time") && check_col(cx, "time", &s.time);
+    let mut clock = None;
     if time_ok {
         if let Some(ty) = col_type(&s.time) {
-            time_ok = ty.is_timestamptz() && ty.not_null;
-            if !ty.is_timestamptz() {
-                let why = if ty.is_temporal() {
-                    format!("is `{}`, not `timestamptz`", ty.sql_type)
-                } else {
-                    format!("is `{}`, not a timestamp", ty.sql_type)
-                };
-                cx.err(src, &p("time"), At::Value, format!("{what}: the time column `{}` {why}", s.time), "the retention clock must be a `timestamptz` column (an instant), e.g. `created_at: timestamptz not null default now()`");
+            clock = ty.clock();
+            time_ok = clock.is_some() && ty.not_null;
+            if clock.is_none() {
+                cx.err(src, &p("time"), At::Value, format!("{what}: the time column `{}` is `{}`, not a timestamp", s.time, ty.sql_type), "the retention clock must be a `timestamptz` (an instant), `timestamp` or `date` column, e.g. `created_at: timestamptz not null default now()`");
             } else if !ty.not_null {
-                cx.err(src, &p("time"), At::Value, format!("{what}: the time column `{}` may be null, and a row without a time never expires", s.time), &format!("declare it `not null`, e.g. `{}: timestamptz not null default now()`", s.time));
+                cx.err(src, &p("time"), At::Value, format!("{what}: the time column `{}` may be null, and a row without a time never expires", s.time), &format!("declare it `not null`, e.g. `{}: {} not null{}`", s.time, ty.sql_type, if clock == Some(Clock::Timestamptz) { " default now()" } else { "" }));
+            } else if clock != Some(Clock::Timestamptz)
+                && ty.default.as_deref().is_some_and(|d| d.ends_with("()"))
+            {
+                // now() into a timestamp or date is the session's local time:
+                // the same instant would get a different clock value (and
+                // deadline) for each TimeZone an application connects with.
+                time_ok = false;
+                cx.err(src, &p("time"), At::Value, format!("{what}: the time column `{}` is a `{}` with `default {}`, which writes the session's local time: rows inserted under different TimeZone settings would get different deadlines", s.time, ty.sql_type, ty.default.as_deref().unwrap_or_default()), &format!("make it `{}: timestamptz not null default now()` (an instant), or drop the default and have the application write the time in the dataset's `time_zone`", s.time));
             }
+        }
+    }
+    if let (Some(zone), false) = (&s.time_zone, reported("time_zone")) {
+        if clock == Some(Clock::Timestamptz) {
+            cx.err(
+                src,
+                &p("time_zone"),
+                At::Key,
+                format!("{what}: `time_zone` is set, but the time column `{}` is a `timestamptz`, an instant that needs no zone", s.time),
+                "remove `time_zone` (it is only for `timestamp` and `date` clocks, whose values are wall times)",
+            );
+        } else if !is_time_zone(zone) {
+            cx.err(
+                src,
+                &p("time_zone"),
+                At::Value,
+                format!("{what}: `time_zone` is `{zone}`, which is not a time zone name"),
+                "write an IANA time zone name, e.g. `UTC`, `Europe/Paris` or `America/New_York`",
+            );
         }
     }
     for (key, val) in [
@@ -553,6 +577,10 @@ pub(super) fn dataset(
         table,
         columns,
         time: s.time.clone(),
+        time_zone: s
+            .time_zone
+            .clone()
+            .filter(|z| clock != Some(Clock::Timestamptz) && z != "UTC"),
         tenant: s.tenant.clone(),
         environment: s.environment.clone(),
         keep,
@@ -575,6 +603,11 @@ pub(super) fn dataset(
         keep_source: source(src, &p("keep")),
         lock_timeout_ms,
     })
+}
+
+/// An IANA time zone name PostgreSQL knows (its tz database is the same).
+fn is_time_zone(name: &str) -> bool {
+    name.parse::<chrono_tz::Tz>().is_ok()
 }
 
 /// `5 seconds`, `500 ms` → milliseconds, within 1 ms ..= 10 minutes.
@@ -603,6 +636,7 @@ fn placeholder(name: &str) -> Dataset {
         table: String::new(),
         columns: None,
         time: String::new(),
+        time_zone: None,
         tenant: None,
         environment: None,
         keep: Duration {
