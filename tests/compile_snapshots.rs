@@ -44,6 +44,7 @@ const FIXTURES: &[&str] = &[
     "no_tenant_env",
     "schedules",
     "wall_clock",
+    "existing_table",
 ];
 
 /// The policy directory of a fixture (`example` is the shipped `policies/`).
@@ -225,6 +226,7 @@ snapshot_tests!(
     no_tenant_env,
     schedules,
     wall_clock,
+    existing_table,
 );
 
 #[test]
@@ -271,6 +273,7 @@ fn every_snapshot_applies_and_its_jobs_run() {
         let (gen, _) = compile_v1(fixture);
         let db = format!("fx_{fixture}");
         let url = cluster.create_database(&db);
+        before_apply(fixture, &mut cluster.client(&db));
         let report = apply(&ApplyOptions {
             database_url: Some(url),
             generated_dir: gen.path().to_path_buf(),
@@ -326,6 +329,25 @@ fn every_snapshot_applies_and_its_jobs_run() {
             );
         }
         check(fixture, &mut client, &mut cron, &db);
+    }
+}
+
+/// What exists before pgretain is applied: the application's own table,
+/// for a fixture that adopts one.
+fn before_apply(fixture: &str, db: &mut postgres::Client) {
+    if fixture == "existing_table" {
+        db.batch_execute(
+            "CREATE TABLE public.messages (
+                 id serial PRIMARY KEY,
+                 account_id integer NOT NULL,
+                 conversation_id integer NOT NULL,
+                 content text,
+                 created_at timestamp NOT NULL);
+             INSERT INTO public.messages (account_id, conversation_id, content, created_at)
+             SELECT n % 5, n, 'hello', (now() AT TIME ZONE 'UTC') - n * interval '1 day'
+               FROM generate_series(1, 400) AS n",
+        )
+        .unwrap();
     }
 }
 

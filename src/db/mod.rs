@@ -6,7 +6,8 @@
 //! (`history`), what schema `retention` holds (`catalog`: datasets,
 //! overrides, holds, tenant settings, partitions, runs, expired rows),
 //! pg_cron's jobs (`cron`), the routine fingerprints (`fingerprint`), the
-//! roles of `access` (`roles`), enforcement and erasure (`enforce`), the
+//! roles of `access` (`roles`), existing tables before they are adopted
+//! (`adopt`), enforcement and erasure (`enforce`), the
 //! report's evidence (`evidence`) and plan's rolled-back rehearsal
 //! (`rehearsal`). The commands orchestrate; they never write SQL. Names of
 //! what pgretain created come from `render::names`, literals and
@@ -18,6 +19,7 @@
 //! one paragraph saying what failed and what to do, with the server's
 //! SQLSTATE, detail and hint when it sent them.
 
+pub mod adopt;
 pub mod catalog;
 pub mod connect;
 pub mod cron;

@@ -69,6 +69,19 @@ pub enum OnExpiry {
     Archive,
 }
 
+/// What adopting an existing table does with a primary key or unique
+/// constraint that does not include the clock (a partitioned table's
+/// unique keys must).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UniqueKeys {
+    /// Refuse to adopt the table, saying which key.
+    #[default]
+    Refuse,
+    /// Extend the key by the clock: unique per (key, time) from then on.
+    IncludeTime,
+}
+
 /// Which rows a retention change reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -197,6 +210,9 @@ pub struct Dataset {
     /// (`None`: UTC; always `None` for a timestamptz clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// An existing table's unique keys without the clock (`None` columns only).
+    #[serde(default, skip_serializing_if = "is_refuse")]
+    pub unique_keys: UniqueKeys,
     pub tenant: Option<String>,
     pub environment: Option<String>,
     pub keep: Duration,
@@ -221,18 +237,20 @@ pub struct Dataset {
     pub keep_source: Source,
 }
 
+fn is_refuse(u: &UniqueKeys) -> bool {
+    *u == UniqueKeys::Refuse
+}
+
 impl Dataset {
     /// The type of a column, when pgretain creates the table.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.as_ref()?.iter().find(|c| c.name == name)
     }
 
-    /// The kind of its retention clock (a timestamptz when the policy does
-    /// not declare the column).
-    pub fn clock(&self) -> Clock {
-        self.column(&self.time)
-            .and_then(|c| c.ty.clock())
-            .unwrap_or(Clock::Timestamptz)
+    /// The kind of its retention clock; `None` for an existing table, whose
+    /// columns the policy does not declare (the database knows).
+    pub fn clock(&self) -> Option<Clock> {
+        self.column(&self.time).and_then(|c| c.ty.clock())
     }
 
     /// The zone its clock's values are read in: `time_zone`, or UTC.

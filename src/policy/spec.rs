@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ChangesApplyTo, Granularity, OnExpiry};
+use crate::model::{ChangesApplyTo, Granularity, OnExpiry, UniqueKeys};
 
 /// A duration: a whole number and a unit, e.g. `365 days`, `1 year`, `12 hours`.
 /// (Zero is not a duration: the number has a non-zero digit.)
@@ -104,6 +104,11 @@ pub struct DatasetSpec {
     /// UTC).
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// Only for an existing table (no `columns`): a primary key or unique
+    /// constraint that does not include the `time` column is refused
+    /// (`refuse`, the default) or extended by it (`include_time`).
+    #[serde(default)]
+    pub unique_keys: Option<UniqueKeys>,
     /// The column naming the tenant (e.g. the bot); enables per-tenant settings.
     #[serde(default)]
     pub tenant: Option<String>,
