@@ -136,6 +136,21 @@ pub struct Policy {
     /// Where `run_log_keep` is written; `None`: the default.
     #[serde(default)]
     pub run_log_keep_source: Option<Source>,
+    /// Erasure across datasets by one key, in policy order.
+    #[serde(default)]
+    pub subjects: Vec<Subject>,
+}
+
+/// A subject of erasure (GDPR art. 17): one key, held in a column of each
+/// of several datasets; `pgretain erase --subject NAME KEY` removes the
+/// key's rows from all of them at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub name: String,
+    /// (dataset, column holding the key), in policy order; never empty.
+    pub datasets: Vec<(String, String)>,
+    /// Where the subject is defined.
+    pub source: Source,
 }
 
 /// A dataset's `lock_timeout` when the policy does not set it: 5 seconds

@@ -54,7 +54,28 @@ pub struct PolicyFile {
     #[serde(default)]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub run_log_keep: Option<String>,
+    /// Erasure across datasets by one key (GDPR art. 17): subject name
+    /// (`[a-z][a-z0-9_]*`, unique across all files) → dataset → the column
+    /// holding the subject's key in that dataset, e.g.
+    /// `conversation: { conversations: conversation_id, sessions: conversation_id }`.
+    /// `pgretain erase --subject conversation KEY` removes the key's rows
+    /// from every dataset named, in one transaction, holds respected.
+    #[serde(default)]
+    #[schemars(extend(
+        "propertyNames" = { "pattern": "^[a-z][a-z0-9_]{0,39}$" },
+        "additionalProperties" = {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": { "pattern": "^[a-z][a-z0-9_]{0,39}$" },
+            "additionalProperties": { "type": "string", "pattern": "^[a-z_][a-z0-9_]{0,62}$" }
+        }
+    ))]
+    pub subjects: IndexMap<String, SubjectSpec>,
 }
+
+/// One subject of `subjects`: dataset name → the column holding the
+/// subject's key in it. At least one dataset.
+pub type SubjectSpec = IndexMap<String, String>;
 
 /// The roles of the database and what each may do (SPEC §3 "Access").
 /// Role names are lowercase identifiers; each role appears once.

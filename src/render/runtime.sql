@@ -6,6 +6,7 @@
 --   retention.environment      the allowed environment values
 --   retention.policy_override  policy overrides, versioned in git (migrations only)
 --   retention.hold             legal holds (migrations only)
+--   retention.subject          erasure across datasets by one key (migrations only)
 --   retention.tenant_setting   run-time per-tenant settings, written by the application
 --   retention.keep_history     every retention a row could have been stamped with
 --   retention.config           policy-wide settings (how long the run log is kept)
@@ -105,6 +106,19 @@ CREATE TABLE IF NOT EXISTS retention.hold (
     source      text NOT NULL,
     UNIQUE NULLS NOT DISTINCT (dataset, tenant, environment, reason)
 );
+
+-- Version 3: subject: erasure across datasets by one key (the policy's
+-- `subjects`, GDPR art. 17). One row per (subject, dataset): the column of
+-- that dataset holding the subject's key. retention.erase_subject() reads it.
+CREATE TABLE IF NOT EXISTS retention.subject (
+    name        text NOT NULL,   -- the subject, e.g. conversation
+    dataset     text NOT NULL REFERENCES retention.dataset (name) ON DELETE CASCADE,
+    column_name text NOT NULL,   -- the column of the dataset's table holding the key
+    source      text NOT NULL,   -- where the policy defines the subject
+    PRIMARY KEY (name, dataset)
+);
+COMMENT ON TABLE retention.subject IS
+    'pgretain: erasure across datasets by one key (the policy''s subjects); written by migrations only';
 
 CREATE TABLE IF NOT EXISTS retention.tenant_setting (
     dataset     text NOT NULL REFERENCES retention.dataset (name) ON DELETE CASCADE,
@@ -2116,14 +2130,114 @@ BEGIN
 END
 $$;
 
+-- erase_one(dataset, column, key, at, label): the erasure of one dataset,
+-- shared by erase() and erase_subject(): removes every row of the dataset
+-- whose `column` equals key, in the table and its archive, except rows
+-- under a hold active at `at`, and logs it (one run_log row) with the key's
+-- SHA-256 hash, never the key (`<label> sha256 = <hash>`). The key is
+-- compared as a value of the column's own type (`t.col = $2::uuid`), so
+-- the column's index serves; a key that is no such value matches nothing.
+--
+-- One statement over the table and the archive (data-modifying CTEs): with
+-- no hold active on the dataset (the usual case), just the deletes, one
+-- pass over the rows that have the key; with one, the deletes of the rows
+-- no hold covers and the count of those it keeps, from the same snapshot.
+-- Internal: not granted to anyone; the SECURITY DEFINER callers run it as
+-- the owner of schema retention.
+CREATE OR REPLACE FUNCTION retention.erase_one(p_dataset text, p_column text, p_key text,
+                                               p_at timestamptz, p_label text)
+RETURNS TABLE (rows_deleted bigint, archive_rows_deleted bigint, rows_kept_by_hold bigint, holds text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d        retention.dataset;
+    v_held   text;      -- SQL over a row `t` and $1: an active hold covers it
+    v_active boolean;   -- a hold is active on the dataset at p_at
+    v_type   text;
+    v_match  text;      -- SQL over a row `t` and $2: the row has the key
+    v_sql    text;
+    v_note   text;
+    v_hash   text := encode(sha256(convert_to(p_key, 'UTF8')), 'hex');
+BEGIN
+    SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgretain: unknown dataset "%"', p_dataset USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_type
+      FROM pg_attribute a
+     WHERE a.attrelid = d.relation::regclass AND a.attname = p_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF v_type IS NULL THEN
+        RAISE EXCEPTION 'pgretain: dataset "%" has no column "%" to erase by', p_dataset, p_column
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    v_held := retention.held_predicate(p_dataset);
+    v_active := EXISTS (SELECT 1 FROM retention.hold h
+                         WHERE h.dataset = p_dataset
+                           AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp));
+    v_match := format('t.%I = $2::%s', p_column, v_type);
+    rows_deleted := 0;
+    archive_rows_deleted := 0;
+    rows_kept_by_hold := 0;
+    BEGIN
+        EXECUTE format('SELECT $1::%s', v_type) USING p_key;
+    EXCEPTION WHEN data_exception THEN
+        v_note := format('the key is not a valid %s, so no row can match', v_type);
+    END;
+    IF v_note IS NULL THEN
+        -- e.g., for a dataset with an archive and an active hold:
+        --   WITH gone AS (DELETE FROM "app"."sessions" t WHERE t."conversation_id" = $2::uuid
+        --                 AND NOT retention.is_held(...) RETURNING 1),
+        --        gone_archive AS (DELETE FROM "archive"."sessions" t WHERE ... RETURNING 1),
+        --        kept AS (SELECT 1 FROM "app"."sessions" t WHERE ... AND retention.is_held(...)),
+        --        kept_archive AS (SELECT 1 FROM "archive"."sessions" t WHERE ... AND retention.is_held(...))
+        --   SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_archive),
+        --          (SELECT count(*) FROM kept) + (SELECT count(*) FROM kept_archive)
+        v_sql := format('WITH gone AS (DELETE FROM %s t WHERE %s%s RETURNING 1)',
+                        d.relation, v_match, CASE WHEN v_active THEN ' AND NOT ' || v_held ELSE '' END);
+        IF d.archive_relation IS NOT NULL THEN
+            v_sql := v_sql || format(', gone_archive AS (DELETE FROM %s t WHERE %s%s RETURNING 1)',
+                                     d.archive_relation, v_match,
+                                     CASE WHEN v_active THEN ' AND NOT ' || v_held ELSE '' END);
+        END IF;
+        IF v_active THEN
+            v_sql := v_sql || format(', kept AS (SELECT 1 FROM %s t WHERE %s AND %s)', d.relation, v_match, v_held);
+            IF d.archive_relation IS NOT NULL THEN
+                v_sql := v_sql || format(', kept_archive AS (SELECT 1 FROM %s t WHERE %s AND %s)',
+                                         d.archive_relation, v_match, v_held);
+            END IF;
+        END IF;
+        v_sql := v_sql || ' SELECT (SELECT count(*) FROM gone), '
+                 || CASE WHEN d.archive_relation IS NOT NULL THEN '(SELECT count(*) FROM gone_archive), ' ELSE '0::bigint, ' END
+                 || CASE WHEN NOT v_active THEN '0::bigint'
+                         WHEN d.archive_relation IS NOT NULL THEN '(SELECT count(*) FROM kept) + (SELECT count(*) FROM kept_archive)'
+                         ELSE '(SELECT count(*) FROM kept)' END;
+        EXECUTE v_sql INTO rows_deleted, archive_rows_deleted, rows_kept_by_hold USING p_at, p_key;
+    END IF;
+    SELECT string_agg(DISTINCT h.reason, '; ' ORDER BY h.reason) INTO holds
+      FROM retention.hold h
+     WHERE rows_kept_by_hold > 0 AND h.dataset = p_dataset
+       AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp);
+    INSERT INTO retention.run_log (dataset, action, reference_time, finished_at, outcome,
+                                   rows_deleted, archive_rows_deleted, rows_kept_by_hold, detail)
+        VALUES (p_dataset, 'erase', p_at, clock_timestamp(), 'ok', rows_deleted, archive_rows_deleted,
+                rows_kept_by_hold, p_label || ' sha256 = ' || v_hash
+                                   || CASE WHEN v_note IS NOT NULL THEN '; ' || v_note ELSE '' END
+                                   || CASE WHEN holds IS NOT NULL THEN '; kept by hold: ' || holds ELSE '' END);
+    RETURN NEXT;
+END
+$$;
+
 -- erase(dataset, key): on-demand erasure ("delete the session at any
 -- point"): removes every row of the dataset whose erase_by column equals
 -- key, in the table and its archive, except rows under an active hold,
--- which a hold keeps. The key is compared as a value of the column's own
--- type (so the column's index serves); a key that is no such value matches
--- nothing. Logs the erasure with the key's SHA-256 hash, never the key.
--- Returns what it did. SECURITY DEFINER: the application calls it, and it
--- deletes and logs as the owner of schema retention.
+-- which a hold keeps (erase_one). Logs the erasure with the key's SHA-256
+-- hash, never the key. Returns what it did. SECURITY DEFINER: the
+-- application calls it, and it deletes and logs as the owner of schema
+-- retention.
 CREATE OR REPLACE FUNCTION retention.erase(p_dataset text, p_key text)
 RETURNS TABLE (rows_deleted bigint, archive_rows_deleted bigint, rows_kept_by_hold bigint, holds text)
 LANGUAGE plpgsql
@@ -2134,13 +2248,7 @@ SET DateStyle = 'ISO, YMD'
 SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
-    d       retention.dataset;
-    v_now   timestamptz := now();
-    v_held  text;
-    v_type  text;
-    v_match text;
-    v_note  text;
-    v_hash  text := encode(sha256(convert_to(p_key, 'UTF8')), 'hex');
+    d retention.dataset;
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
@@ -2150,46 +2258,46 @@ BEGIN
         RAISE EXCEPTION 'pgretain: dataset "%" has no erase_by column', p_dataset
             USING ERRCODE = 'feature_not_supported', HINT = 'add erase_by to the dataset in the policy';
     END IF;
-    SELECT format_type(a.atttypid, a.atttypmod) INTO v_type
-      FROM pg_attribute a
-     WHERE a.attrelid = d.relation::regclass AND a.attname = d.erase_column AND NOT a.attisdropped;
-    v_held := retention.held_predicate(p_dataset);
-    v_match := format('t.%I = $2::%s', d.erase_column, v_type);
-    rows_deleted := 0;
-    archive_rows_deleted := 0;
-    rows_kept_by_hold := 0;
-    BEGIN
-        EXECUTE format('SELECT $1::%s', v_type) USING p_key;
-    EXCEPTION WHEN data_exception THEN
-        v_note := format('the key is not a valid %s, so no row can match', v_type);
-    END;
-    IF v_note IS NULL THEN
-        EXECUTE format('DELETE FROM %s t WHERE %s AND NOT %s', d.relation, v_match, v_held)
-            USING v_now, p_key;
-        GET DIAGNOSTICS rows_deleted = ROW_COUNT;
-        IF d.archive_relation IS NOT NULL THEN
-            EXECUTE format('DELETE FROM %s t WHERE %s AND NOT %s', d.archive_relation, v_match, v_held)
-                USING v_now, p_key;
-            GET DIAGNOSTICS archive_rows_deleted = ROW_COUNT;
-        END IF;
-        EXECUTE format('SELECT count(*) FROM %s t WHERE %s AND %s', d.relation, v_match, v_held)
-            INTO rows_kept_by_hold USING v_now, p_key;
-        IF d.archive_relation IS NOT NULL THEN
-            EXECUTE format('SELECT $3 + count(*) FROM %s t WHERE %s AND %s', d.archive_relation, v_match, v_held)
-                INTO rows_kept_by_hold USING v_now, p_key, rows_kept_by_hold;
-        END IF;
+    RETURN QUERY SELECT * FROM retention.erase_one(p_dataset, d.erase_column, p_key, now(), 'erase_by');
+END
+$$;
+
+-- erase_subject(subject, key): erasure across datasets by one key (the
+-- policy's `subjects`, GDPR art. 17): for every dataset of the subject
+-- (retention.subject), in the order of their names, removes the rows whose
+-- subject column equals key, in the table and its archive, except rows
+-- under an active hold (erase_one). One call, so one transaction: if the
+-- erasure of one dataset fails, nothing is erased from any. One run_log row
+-- per dataset (`subject <name>: <column> sha256 = <hash>`, never the key)
+-- and one returned row per dataset. SECURITY DEFINER, like erase().
+CREATE OR REPLACE FUNCTION retention.erase_subject(p_subject text, p_key text)
+RETURNS TABLE (dataset text, rows_deleted bigint, archive_rows_deleted bigint, rows_kept_by_hold bigint, holds text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    s     record;
+    v_now timestamptz := now();
+    v_any boolean := false;
+BEGIN
+    FOR s IN SELECT r.dataset AS name, r.column_name FROM retention.subject r
+              WHERE r.name = p_subject ORDER BY r.dataset LOOP
+        v_any := true;
+        RETURN QUERY SELECT s.name, e.rows_deleted, e.archive_rows_deleted, e.rows_kept_by_hold, e.holds
+                       FROM retention.erase_one(s.name, s.column_name, p_key, v_now,
+                                                'subject ' || p_subject || ': ' || s.column_name) e;
+    END LOOP;
+    IF NOT v_any THEN
+        RAISE EXCEPTION 'pgretain: unknown subject "%"', p_subject
+            USING ERRCODE = 'undefined_object',
+                  HINT = coalesce('the subjects are: ' || (SELECT string_agg(DISTINCT r.name, ', ' ORDER BY r.name)
+                                                            FROM retention.subject r),
+                                  'the policy defines no subjects');
     END IF;
-    SELECT string_agg(DISTINCT h.reason, '; ' ORDER BY h.reason) INTO holds
-      FROM retention.hold h
-     WHERE rows_kept_by_hold > 0 AND h.dataset = p_dataset
-       AND (h.until IS NULL OR (v_now AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp);
-    INSERT INTO retention.run_log (dataset, action, reference_time, finished_at, outcome,
-                                   rows_deleted, archive_rows_deleted, rows_kept_by_hold, detail)
-        VALUES (p_dataset, 'erase', v_now, clock_timestamp(), 'ok', rows_deleted, archive_rows_deleted,
-                rows_kept_by_hold, 'erase_by sha256 = ' || v_hash
-                                   || CASE WHEN v_note IS NOT NULL THEN '; ' || v_note ELSE '' END
-                                   || CASE WHEN holds IS NOT NULL THEN '; kept by hold: ' || holds ELSE '' END);
-    RETURN NEXT;
 END
 $$;
 
