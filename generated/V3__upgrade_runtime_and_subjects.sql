@@ -726,6 +726,12 @@ BEGIN
                        v_schema, v_name, v_parent, retention.bound_literal(p_dataset, p_lower),
                        retention.bound_literal(p_dataset, v_upper));
     END IF;
+    -- A partition publishes its own UPDATEs and DELETEs: it takes the
+    -- table's replica identity (see follow_replica_identity).
+    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) IN ('f', 'n') THEN
+        EXECUTE format('ALTER TABLE %I.%I REPLICA IDENTITY %s', v_schema, v_name,
+                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+    END IF;
     RETURN true;
 END
 $$;
@@ -1101,6 +1107,37 @@ BEGIN
                    retention.bound_literal(p_dataset, v_bound));
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT pgretain_adopt_bound', v_rel);
     RETURN format('%s adopted: its rows are partition %s (times before %s); partitions from then on are new', v_parent, v_rel, v_bound);
+END
+$$;
+
+-- follow_replica_identity(dataset): every partition of the dataset's table
+-- (the default one included) gets the table's replica identity, FULL or
+-- NOTHING (the default, a primary key, is each partition's own index).
+-- A publication (CREATE PUBLICATION ... FOR ALL TABLES) checks each
+-- partition's identity on UPDATE and DELETE: without one, the
+-- application's updates and erasure would fail. Tables pgretain creates
+-- have no primary key (a key must include the clock), so they are FULL.
+CREATE OR REPLACE FUNCTION retention.follow_replica_identity(p_dataset text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ident "char";
+    v_n     integer := 0;
+    r       record;
+BEGIN
+    SELECT c.relreplident INTO v_ident FROM retention.dataset d JOIN pg_class c ON c.oid = d.relation::regclass
+     WHERE d.name = p_dataset;
+    IF v_ident NOT IN ('f', 'n') THEN
+        RETURN 0;
+    END IF;
+    FOR r IN SELECT p.partition FROM retention.partitions(p_dataset) p
+               JOIN pg_class c ON c.oid = p.partition WHERE c.relreplident <> v_ident LOOP
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', r.partition, CASE v_ident WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+        v_n := v_n + 1;
+    END LOOP;
+    RETURN v_n;
 END
 $$;
 
@@ -2473,6 +2510,9 @@ CREATE OR REPLACE VIEW retention."expired_conversations" AS
 SELECT t.* FROM "app"."conversations" t
 WHERE (t."started_at" AT TIME ZONE 'UTC'::text) + retention.keep_for('conversations'::text, t."bot_id"::text, t."environment"::text) < (pg_catalog.now() AT TIME ZONE 'UTC'::text)
   AND NOT retention.is_held('conversations'::text, t."bot_id"::text, t."environment"::text, pg_catalog.now());
+-- conversations: no primary key, so the whole row identifies it to logical replication
+ALTER TABLE "app"."conversations" REPLICA IDENTITY FULL;
+SELECT retention.follow_replica_identity('conversations');
 
 -- sessions: its settings, triggers, procedure and view, as runtime version 3 writes them
 INSERT INTO retention.dataset (name, relation, time_column, tenant_column, environment_column, erase_column, granularity, premake, keep, min_keep, max_keep, new_rows, archive_relation, archive_keep, schedule, lock_timeout, description, owner, legal_basis, source)
@@ -2607,6 +2647,9 @@ CREATE OR REPLACE VIEW retention."expired_sessions" AS
 SELECT t.* FROM "app"."sessions" t
 WHERE (t."last_activity_at" AT TIME ZONE 'UTC'::text) + t."retention_keep" < (pg_catalog.now() AT TIME ZONE 'UTC'::text)
   AND NOT retention.is_held('sessions'::text, t."bot_id"::text, t."environment"::text, pg_catalog.now());
+-- sessions: no primary key, so the whole row identifies it to logical replication
+ALTER TABLE "app"."sessions" REPLICA IDENTITY FULL;
+SELECT retention.follow_replica_identity('sessions');
 
 -- error_logs: its settings, triggers, procedure and view, as runtime version 3 writes them
 INSERT INTO retention.dataset (name, relation, time_column, tenant_column, environment_column, erase_column, granularity, premake, keep, min_keep, max_keep, new_rows, archive_relation, archive_keep, schedule, lock_timeout, description, owner, legal_basis, source)
@@ -2687,6 +2730,9 @@ CREATE OR REPLACE VIEW retention."expired_error_logs" AS
 SELECT t.* FROM "app"."error_logs" t
 WHERE (t."occurred_at" AT TIME ZONE 'UTC'::text) + retention.keep_for('error_logs'::text, t."bot_id"::text, t."environment"::text) < (pg_catalog.now() AT TIME ZONE 'UTC'::text)
   AND NOT retention.is_held('error_logs'::text, t."bot_id"::text, t."environment"::text, pg_catalog.now());
+-- error_logs: no primary key, so the whole row identifies it to logical replication
+ALTER TABLE "app"."error_logs" REPLICA IDENTITY FULL;
+SELECT retention.follow_replica_identity('error_logs');
 
 -- training_expressions: its settings, triggers, procedure and view, as runtime version 3 writes them
 INSERT INTO retention.dataset (name, relation, time_column, tenant_column, environment_column, erase_column, granularity, premake, keep, min_keep, max_keep, new_rows, archive_relation, archive_keep, schedule, lock_timeout, description, owner, legal_basis, source)
@@ -2748,6 +2794,9 @@ CREATE OR REPLACE VIEW retention."expired_training_expressions" AS
 SELECT t.* FROM "app"."training_expressions" t
 WHERE (t."added_at" AT TIME ZONE 'UTC'::text) + retention.keep_for('training_expressions'::text, t."bot_id"::text, t."environment"::text) < (pg_catalog.now() AT TIME ZONE 'UTC'::text)
   AND NOT retention.is_held('training_expressions'::text, t."bot_id"::text, t."environment"::text, pg_catalog.now());
+-- training_expressions: no primary key, so the whole row identifies it to logical replication
+ALTER TABLE "app"."training_expressions" REPLICA IDENTITY FULL;
+SELECT retention.follow_replica_identity('training_expressions');
 
 -- subjects, for `pgretain erase --subject NAME KEY`: rows the policy's `subjects` no longer has go
 DELETE FROM retention.subject

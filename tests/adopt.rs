@@ -425,3 +425,163 @@ fn tables_pgretain_cannot_convert_safely_are_refused_and_left_alone() {
         &["events_code", "expression or partial unique index"],
     );
 }
+
+#[test]
+fn a_table_partitioned_by_pg_partman_is_adopted_as_it_is() {
+    let d = Deployed::compiled(
+        r#"
+version: 1
+datasets:
+  events:
+    description: Events, partitioned by pg_partman 4.7.
+    table: public.events
+    time: created_at
+    tenant: account_id
+    keep: 10 days
+    partition: day
+"#,
+    );
+    d.sql(
+        "CREATE SCHEMA partman;
+         CREATE EXTENSION pg_partman SCHEMA partman;
+         CREATE TABLE public.events (id bigint GENERATED ALWAYS AS IDENTITY, account_id integer NOT NULL,
+                                     created_at timestamptz NOT NULL, body text)
+             PARTITION BY RANGE (created_at);
+         SELECT partman.create_parent('public.events', 'created_at', 'native', 'daily',
+                                      p_premake => 3, p_start_partition => (now() - interval '20 days')::date::text);",
+    );
+    let mut c = d.app();
+    let partitions_before: Vec<String> = c
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'public.events'::regclass ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(partitions_before.iter().any(|p| p == "events_default"));
+    c.batch_execute(
+        "INSERT INTO public.events (account_id, created_at, body)
+         SELECT n % 4, now() - n * interval '1 hour', 'e' || n FROM generate_series(0, 20 * 24 - 1) AS n",
+    )
+    .unwrap();
+    d.apply();
+    // pg_partman's partitions are kept, its default partition is pgretain's.
+    let kept: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'public.events'::regclass AND c.relname = ANY ($1)",
+            &[&partitions_before],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept as usize, partitions_before.len());
+    let t: String = c
+        .query_one(
+            "SELECT to_char(date_trunc('second', now()) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let expected: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM public.events WHERE created_at + interval '10 days' >= '{t}'::timestamptz"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    d.run_at("events", &t);
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM public.events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, expected);
+    let log = c
+        .query_one(
+            "SELECT outcome, cardinality(partitions_dropped) FROM retention.run_log
+              WHERE dataset = 'events' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(log.get::<_, String>(0), "ok");
+    assert!(
+        log.get::<_, i32>(1) >= 8,
+        "dropped {}",
+        log.get::<_, i32>(1)
+    );
+}
+
+#[test]
+fn a_publication_for_all_tables_keeps_updates_and_erasure_working() {
+    // A table pgretain creates (replica identity FULL, on every partition,
+    // those made later included) and an adopted one (its primary key).
+    let d = Deployed::compiled(
+        r#"
+version: 1
+datasets:
+  events:
+    description: Events pgretain creates.
+    table: app.events
+    columns:
+      id: bigint generated always as identity
+      key: text not null
+      at: timestamptz not null default now()
+    time: at
+    erase_by: key
+    keep: 10 days
+    partition: day
+  messages:
+    description: The application's own table.
+    table: public.messages
+    time: created_at
+    unique_keys: include_time
+    keep: 30 days
+"#,
+    );
+    d.sql(
+        "CREATE TABLE public.messages (id serial PRIMARY KEY, body text, created_at timestamp NOT NULL);
+         INSERT INTO public.messages (body, created_at) VALUES ('old', now() AT TIME ZONE 'UTC' - interval '3 days');
+         CREATE PUBLICATION everything FOR ALL TABLES;",
+    );
+    d.apply();
+    d.sql(
+        "INSERT INTO app.events (key) VALUES ('a'), ('b');
+         INSERT INTO app.events (key, at) VALUES ('late', now() - interval '2 days');
+         INSERT INTO public.messages (body, created_at) VALUES ('new', now() AT TIME ZONE 'UTC');
+         UPDATE app.events SET key = key || '!' WHERE key = 'b';
+         UPDATE public.messages SET body = body || '!';
+         DELETE FROM public.messages WHERE body = 'old!';",
+    );
+    // Partitions made by a later run take the identity too.
+    d.sql("SELECT retention.premake('events', now() + interval '30 days')");
+    d.sql("INSERT INTO app.events (key, at) VALUES ('future', now() + interval '30 days')");
+    d.sql("UPDATE app.events SET key = 'future!' WHERE key = 'future'");
+    let out = std::process::Command::new(common::pgretain_bin())
+        .args(["erase", "events", "a", "--database-url", &d.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = d.app();
+    let keys: Vec<String> = c
+        .query("SELECT key FROM app.events ORDER BY key", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys, vec!["b!", "future!", "late"]);
+    let not_full: i64 = c
+        .query_one(
+            "SELECT count(*) FROM retention.partitions('events') p JOIN pg_class c ON c.oid = p.partition
+              WHERE c.relreplident <> 'f'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(not_full, 0);
+}

@@ -238,6 +238,7 @@ pub fn dataset_create(ds: &Dataset) -> String {
             "COMMENT ON TABLE {rel} IS {};\n",
             lit(&format!("{} (pgretain dataset {name})", ds.description))
         ));
+        s.push_str(&replica_identity(ds));
     } else {
         s.push_str(&rule(
             name,
@@ -303,7 +304,22 @@ pub fn dataset_create(ds: &Dataset) -> String {
         comment(&ds.source.to_string())
     ));
     s.push_str(&format!("SELECT retention.premake({});\n", lit(name)));
+    s.push_str(&format!(
+        "SELECT retention.follow_replica_identity({});\n",
+        lit(name)
+    ));
     s
+}
+
+/// A table pgretain creates has no primary key (one would have to include
+/// the clock), so its replica identity is FULL: a publication FOR ALL
+/// TABLES then accepts the application's UPDATEs and erasure.
+pub fn replica_identity(ds: &Dataset) -> String {
+    format!(
+        "-- {}: no primary key, so the whole row identifies it to logical replication\nALTER TABLE {} REPLICA IDENTITY FULL;\n",
+        ds.name,
+        relation(ds)
+    )
 }
 
 /// A check that a table of the dataset's name, if it already exists, is the

@@ -640,6 +640,12 @@ BEGIN
                        v_schema, v_name, v_parent, retention.bound_literal(p_dataset, p_lower),
                        retention.bound_literal(p_dataset, v_upper));
     END IF;
+    -- A partition publishes its own UPDATEs and DELETEs: it takes the
+    -- table's replica identity (see follow_replica_identity).
+    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) IN ('f', 'n') THEN
+        EXECUTE format('ALTER TABLE %I.%I REPLICA IDENTITY %s', v_schema, v_name,
+                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+    END IF;
     RETURN true;
 END
 $$;
@@ -1015,6 +1021,37 @@ BEGIN
                    retention.bound_literal(p_dataset, v_bound));
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT pgretain_adopt_bound', v_rel);
     RETURN format('%s adopted: its rows are partition %s (times before %s); partitions from then on are new', v_parent, v_rel, v_bound);
+END
+$$;
+
+-- follow_replica_identity(dataset): every partition of the dataset's table
+-- (the default one included) gets the table's replica identity, FULL or
+-- NOTHING (the default, a primary key, is each partition's own index).
+-- A publication (CREATE PUBLICATION ... FOR ALL TABLES) checks each
+-- partition's identity on UPDATE and DELETE: without one, the
+-- application's updates and erasure would fail. Tables pgretain creates
+-- have no primary key (a key must include the clock), so they are FULL.
+CREATE OR REPLACE FUNCTION retention.follow_replica_identity(p_dataset text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ident "char";
+    v_n     integer := 0;
+    r       record;
+BEGIN
+    SELECT c.relreplident INTO v_ident FROM retention.dataset d JOIN pg_class c ON c.oid = d.relation::regclass
+     WHERE d.name = p_dataset;
+    IF v_ident NOT IN ('f', 'n') THEN
+        RETURN 0;
+    END IF;
+    FOR r IN SELECT p.partition FROM retention.partitions(p_dataset) p
+               JOIN pg_class c ON c.oid = p.partition WHERE c.relreplident <> v_ident LOOP
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', r.partition, CASE v_ident WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+        v_n := v_n + 1;
+    END LOOP;
+    RETURN v_n;
 END
 $$;
 
