@@ -2510,7 +2510,7 @@ CREATE OR REPLACE VIEW retention."expired_conversations" AS
 SELECT t.* FROM "app"."conversations" t
 WHERE (t."started_at" AT TIME ZONE 'UTC'::text) + retention.keep_for('conversations'::text, t."bot_id"::text, t."environment"::text) < (pg_catalog.now() AT TIME ZONE 'UTC'::text)
   AND NOT retention.is_held('conversations'::text, t."bot_id"::text, t."environment"::text, pg_catalog.now());
--- conversations: no primary key, so the whole row identifies it to logical replication
+-- conversations: no primary key, so the whole row identifies it to logical replication (policies/chatbot.yaml:24)
 ALTER TABLE "app"."conversations" REPLICA IDENTITY FULL;
 SELECT retention.follow_replica_identity('conversations');
 
@@ -2647,7 +2647,7 @@ CREATE OR REPLACE VIEW retention."expired_sessions" AS
 SELECT t.* FROM "app"."sessions" t
 WHERE (t."last_activity_at" AT TIME ZONE 'UTC'::text) + t."retention_keep" < (pg_catalog.now() AT TIME ZONE 'UTC'::text)
   AND NOT retention.is_held('sessions'::text, t."bot_id"::text, t."environment"::text, pg_catalog.now());
--- sessions: no primary key, so the whole row identifies it to logical replication
+-- sessions: no primary key, so the whole row identifies it to logical replication (policies/chatbot.yaml:50)
 ALTER TABLE "app"."sessions" REPLICA IDENTITY FULL;
 SELECT retention.follow_replica_identity('sessions');
 
@@ -2730,7 +2730,7 @@ CREATE OR REPLACE VIEW retention."expired_error_logs" AS
 SELECT t.* FROM "app"."error_logs" t
 WHERE (t."occurred_at" AT TIME ZONE 'UTC'::text) + retention.keep_for('error_logs'::text, t."bot_id"::text, t."environment"::text) < (pg_catalog.now() AT TIME ZONE 'UTC'::text)
   AND NOT retention.is_held('error_logs'::text, t."bot_id"::text, t."environment"::text, pg_catalog.now());
--- error_logs: no primary key, so the whole row identifies it to logical replication
+-- error_logs: no primary key, so the whole row identifies it to logical replication (policies/chatbot.yaml:77)
 ALTER TABLE "app"."error_logs" REPLICA IDENTITY FULL;
 SELECT retention.follow_replica_identity('error_logs');
 
@@ -2794,7 +2794,7 @@ CREATE OR REPLACE VIEW retention."expired_training_expressions" AS
 SELECT t.* FROM "app"."training_expressions" t
 WHERE (t."added_at" AT TIME ZONE 'UTC'::text) + retention.keep_for('training_expressions'::text, t."bot_id"::text, t."environment"::text) < (pg_catalog.now() AT TIME ZONE 'UTC'::text)
   AND NOT retention.is_held('training_expressions'::text, t."bot_id"::text, t."environment"::text, pg_catalog.now());
--- training_expressions: no primary key, so the whole row identifies it to logical replication
+-- training_expressions: no primary key, so the whole row identifies it to logical replication (policies/chatbot.yaml:102)
 ALTER TABLE "app"."training_expressions" REPLICA IDENTITY FULL;
 SELECT retention.follow_replica_identity('training_expressions');
 

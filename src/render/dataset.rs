@@ -316,8 +316,9 @@ pub fn dataset_create(ds: &Dataset) -> String {
 /// TABLES then accepts the application's UPDATEs and erasure.
 pub fn replica_identity(ds: &Dataset) -> String {
     format!(
-        "-- {}: no primary key, so the whole row identifies it to logical replication\nALTER TABLE {} REPLICA IDENTITY FULL;\n",
+        "-- {}: no primary key, so the whole row identifies it to logical replication ({})\nALTER TABLE {} REPLICA IDENTITY FULL;\n",
         ds.name,
+        comment(&ds.source.to_string()),
         relation(ds)
     )
 }
