@@ -126,7 +126,12 @@ fn checksum(c: &mut postgres::Client, max_id: i32) -> String {
 fn a_chatwoot_table_is_adopted_online_with_everything_it_had() {
     let d = Deployed::compiled(POLICY);
     d.sql(CHATWOOT_MESSAGES);
-    d.sql(&fill(300_000));
+    // PGRETAIN_ADOPT_ROWS=1000000 measures the figures of docs/adopting.md.
+    let rows: i64 = std::env::var("PGRETAIN_ADOPT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    d.sql(&fill(rows));
     d.sql("ANALYZE public.messages");
     let mut c = d.app();
     let max_id: i32 = c
@@ -194,7 +199,7 @@ fn a_chatwoot_table_is_adopted_online_with_everything_it_had() {
     load.join().unwrap();
     let (statements, failed, max_latency, errors) = stats.lock().unwrap().clone();
     eprintln!(
-        "adopted 300k rows in {:.1} s; the application ran {statements} statements, {failed} failed, max latency {} ms",
+        "adopted {rows} rows in {:.1} s; the application ran {statements} statements, {failed} failed, max latency {} ms",
         took.as_secs_f64(),
         max_latency.as_millis()
     );
@@ -324,6 +329,32 @@ fn a_chatwoot_table_is_adopted_online_with_everything_it_had() {
         .unwrap()
         .get(0);
     assert_eq!(outcome, "ok");
+
+    // status and verify read an adopted table (its old storage starts at
+    // MINVALUE) like any other.
+    let st = pgretain::cmd::status::status(&pgretain::cmd::status::StatusOptions {
+        database_url: Some(d.url.clone()),
+        cron_database: None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st.datasets.len(), 1);
+    let out = std::process::Command::new(common::pgretain_bin())
+        .args([
+            "verify",
+            "--database-url",
+            &d.url,
+            "--generated",
+            &d.generated.path().display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Apply refuses `setup` (run on a fresh database) with a message naming
@@ -584,4 +615,168 @@ datasets:
         .unwrap()
         .get(0);
     assert_eq!(not_full, 0);
+}
+
+#[test]
+fn a_killed_apply_loses_nothing_and_the_next_one_finishes() {
+    use std::io::{BufRead, BufReader};
+    let d = Deployed::compiled(
+        r#"
+version: 1
+datasets:
+  events:
+    description: Events of the application's own table.
+    table: public.events
+    time: created_at
+    tenant: account_id
+    erase_by: ref
+    unique_keys: include_time
+    keep: 30 days
+"#,
+    );
+    d.sql(
+        "CREATE TABLE public.events (id bigserial PRIMARY KEY, account_id integer NOT NULL, ref uuid NOT NULL,
+                                     created_at timestamp NOT NULL, body text);
+         INSERT INTO public.events (account_id, ref, created_at, body)
+         SELECT n % 100, gen_random_uuid(), (now() AT TIME ZONE 'UTC') - (n % 200) * interval '1 day', repeat('x', 50)
+           FROM generate_series(1, 600000) AS n;
+         ANALYZE public.events;",
+    );
+    let mut c = d.app();
+    let sum = |c: &mut postgres::Client| -> String {
+        c.query_one(
+            "SELECT md5(string_agg(e::text, '|' ORDER BY e.id)) FROM public.events e",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = sum(&mut c);
+    // Kill apply in the middle of its second index build.
+    let mut child = std::process::Command::new(common::pgretain_bin())
+        .args([
+            "apply",
+            "--database-url",
+            &d.url,
+            "--generated",
+            &d.generated.path().display().to_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut builds = 0;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if line.contains("done in") && line.contains("building index") {
+            builds += 1;
+            if builds == 1 {
+                std::thread::sleep(Duration::from_millis(150));
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    assert_eq!(
+        builds, 1,
+        "apply finished its builds before it could be killed"
+    );
+    // The server ends the killed session's statement too (as a restart, or
+    // a DBA's pg_terminate_backend, would): the build it was in is left
+    // invalid.
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = 'app' AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let invalid: i64 = c
+        .query_one("SELECT count(*) FROM pg_index WHERE NOT indisvalid", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        invalid, 1,
+        "the interrupted build should have left an invalid index"
+    );
+    // Killed: the table is still an ordinary table, with every row.
+    let kind: String = c
+        .query_one(
+            "SELECT relkind::text FROM pg_class WHERE oid = 'public.events'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "r");
+    assert_eq!(sum(&mut c), before);
+    // The next apply goes on from there and finishes.
+    d.apply();
+    let row = c
+        .query_one(
+            "SELECT (SELECT relkind::text FROM pg_class WHERE oid = 'public.events'::regclass),
+                    (SELECT count(*) FROM pg_index i WHERE NOT i.indisvalid),
+                    (SELECT count(*) FROM pg_constraint WHERE conname = 'pgretain_adopt_bound')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "p");
+    assert_eq!(row.get::<_, i64>(1), 0, "an invalid index was left");
+    assert_eq!(row.get::<_, i64>(2), 0);
+    assert_eq!(sum(&mut c), before);
+}
+
+#[test]
+fn removing_an_adopted_dataset_releases_the_table_with_every_row() {
+    let both = r#"
+version: 1
+datasets:
+  events:
+    description: Events pgretain creates.
+    table: app.events
+    columns:
+      id: bigint generated always as identity
+      at: timestamptz not null default now()
+    time: at
+    keep: 10 days
+  messages:
+    description: The application's own table.
+    table: public.messages
+    time: created_at
+    sliding: true
+    keep: 30 days
+"#;
+    let d = Deployed::compiled(both);
+    d.sql(
+        "CREATE TABLE public.messages (body text, created_at timestamp NOT NULL);
+         INSERT INTO public.messages SELECT 'm' || n, now() AT TIME ZONE 'UTC' - n * interval '1 day'
+           FROM generate_series(1, 60) AS n;",
+    );
+    d.apply();
+    // Without the dataset: no --allow-destructive needed, nothing dropped.
+    let only_events = both[..both.find("  messages:").unwrap()].to_string();
+    match d.compile(&only_events) {
+        pgretain::cmd::compile::CompileOutcome::Written { changes, .. } => assert!(
+            changes
+                .iter()
+                .any(|c| c.contains("release dataset messages")),
+            "{changes:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    d.apply();
+    let mut c = d.app();
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.messages),
+                    (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = 'public.messages'::regclass AND NOT t.tgisinternal),
+                    (SELECT count(*) FROM retention.dataset WHERE name = 'messages'),
+                    to_regclass('retention.expired_messages') IS NULL",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 60);
+    assert_eq!(row.get::<_, i64>(1), 0);
+    assert_eq!(row.get::<_, i64>(2), 0);
+    assert!(row.get::<_, bool>(3));
 }

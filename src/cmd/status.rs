@@ -329,8 +329,8 @@ fn dataset_status(
     let name = d.name.as_str();
     let tenant_settings = catalog::tenant_settings(tx, name)?.count;
     let parts = tables::partitions(tx, name)?;
-    let ranges: Vec<&PartitionRow> = parts.iter().filter(|p| p.lower.is_some()).collect();
-    let default = parts.iter().find(|p| p.lower.is_none());
+    let ranges: Vec<&PartitionRow> = parts.iter().filter(|p| !p.is_default).collect();
+    let default = parts.iter().find(|p| p.is_default);
     let default_rows = match default {
         Some(p) => Count::capped(tables::rows_in_partition(tx, &p.name)?),
         None => Count::capped(0),

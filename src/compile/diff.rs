@@ -92,7 +92,18 @@ pub(super) fn diff(
     }
     for before in &old.datasets {
         if new.dataset(&before.name).is_none() {
-            if allow_destructive {
+            // An adopted table without an archive loses no row: released.
+            if before.columns.is_none() && before.archive.is_none() {
+                changes.push(Change {
+                    what: format!(
+                        "release dataset {}: table {} stays, unenforced",
+                        before.name,
+                        relation(before)
+                    ),
+                    slug: format!("release_{}", before.name),
+                    sql: change::remove_dataset(before),
+                });
+            } else if allow_destructive {
                 changes.push(Change {
                     what: format!("remove dataset {} and drop its table", before.name),
                     slug: format!("remove_{}", before.name),

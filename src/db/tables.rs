@@ -21,7 +21,10 @@ pub const COUNT_CAP: i64 = 1_000_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionRow {
     pub name: String,
-    /// `None` for the default partition.
+    /// The default partition (rows outside every range).
+    pub is_default: bool,
+    /// `None` for the default partition, and for the old storage of an
+    /// adopted table, which starts at MINVALUE.
     pub lower: Option<DateTime<Utc>>,
     pub upper: Option<DateTime<Utc>>,
     /// `pg_class.reltuples`: -1 when never analyzed.
@@ -41,8 +44,10 @@ pub fn partitions(
 ) -> Result<Vec<PartitionRow>, DbError> {
     client
         .query(
-            "SELECT p.partition::text, p.lower_bound, p.upper_bound, c.reltuples::float8,
-                    pg_total_relation_size(p.partition)
+            "SELECT p.partition::text,
+                    CASE WHEN pg_catalog.isfinite(p.lower_bound) THEN p.lower_bound END,
+                    CASE WHEN pg_catalog.isfinite(p.upper_bound) THEN p.upper_bound END,
+                    c.reltuples::float8, pg_total_relation_size(p.partition), p.lower_bound IS NULL
                FROM retention.partitions($1) p JOIN pg_class c ON c.oid = p.partition",
             &[&dataset],
         )
@@ -51,6 +56,7 @@ pub fn partitions(
         .map(|r| {
             Ok(PartitionRow {
                 name: col(r, 0)?,
+                is_default: col(r, 5)?,
                 lower: col::<Option<SystemTime>>(r, 1)?.map(utc),
                 upper: col::<Option<SystemTime>>(r, 2)?.map(utc),
                 reltuples: col(r, 3)?,

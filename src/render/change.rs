@@ -216,8 +216,13 @@ pub fn triggers_change(old: &Dataset, new: &Dataset) -> String {
     sql
 }
 
-/// Remove a dataset entirely (only with `--allow-destructive`).
+/// Remove a dataset entirely (only with `--allow-destructive`). An adopted
+/// table (no `columns`) is the application's: it stays, with every row;
+/// only pgretain's machinery on it goes.
 pub fn remove_dataset(ds: &Dataset) -> String {
+    if ds.columns.is_none() {
+        return release_dataset(ds);
+    }
     let mut s = format!(
         "-- {name}: removed from the policy (it was defined at {source}) and compiled with\n-- --allow-destructive: its table{archive} and every row in {them} are dropped\n-- (CASCADE: views and foreign keys that depend on {them} go too); `pgretain apply`\n-- removes its pg_cron job\n",
         name = ds.name,
@@ -252,6 +257,49 @@ pub fn remove_dataset(ds: &Dataset) -> String {
     for t in Trigger::ALL {
         s.push_str(&format!(
             "DROP FUNCTION IF EXISTS {}();\n",
+            t.function(&ds.name)
+        ));
+    }
+    s
+}
+
+/// An adopted table removed from the policy: pgretain stops enforcing it
+/// and takes its machinery away (settings, view, procedure, its triggers on
+/// the table, the archive pgretain made), and leaves the table, still
+/// partitioned, with every row.
+fn release_dataset(ds: &Dataset) -> String {
+    let mut s = format!(
+        "-- {name}: removed from the policy (it was defined at {source}): pgretain stops enforcing\n-- the application's table {rel}, which stays as it is (partitioned, every row kept);\n-- its triggers, view and procedure go{archive}; `pgretain apply` removes its pg_cron job\n",
+        name = ds.name,
+        source = comment(&ds.source.to_string()),
+        rel = relation(ds),
+        archive = archive_relation(ds)
+            .map(|a| format!(", and the archive {a} with its rows"))
+            .unwrap_or_default(),
+    );
+    s.push_str(&format!(
+        "DELETE FROM retention.dataset WHERE name = {};\n",
+        lit(&ds.name)
+    ));
+    s.push_str(&format!(
+        "DELETE FROM retention.keep_history WHERE dataset = {};\n",
+        lit(&ds.name)
+    ));
+    s.push_str(&format!(
+        "DROP VIEW IF EXISTS {};\n",
+        names::expired_view(ds)
+    ));
+    s.push_str(&format!(
+        "DROP PROCEDURE IF EXISTS {}(timestamptz);\n",
+        procedure(ds)
+    ));
+    if let Some(a) = archive_relation(ds) {
+        s.push_str(&format!("DROP TABLE IF EXISTS {a} CASCADE;\n"));
+    }
+    // CASCADE: the triggers on the table that call them go too.
+    for t in Trigger::ALL {
+        s.push_str(&format!(
+            "DROP FUNCTION IF EXISTS {}() CASCADE;\n",
             t.function(&ds.name)
         ));
     }

@@ -299,7 +299,7 @@ pub fn dataset_create(ds: &Dataset) -> String {
     s.push_str(&procedure_sql(ds));
     s.push_str(&expired_view(ds));
     s.push_str(&format!(
-        "\n-- {name}: the current partition and {} ahead ({})\n",
+        "\n-- {name}: partitions from as far back as a row can still be live through {} ahead ({})\n",
         premake(ds.partition),
         comment(&ds.source.to_string())
     ));

@@ -324,7 +324,9 @@ pub(super) fn check_dataset(
     let horizon = tables::horizon(tx, PARTITIONS_AHEAD, &d.granularity)?;
     let mut ranges: Vec<(DateTime<Utc>, DateTime<Utc>)> = parts
         .iter()
-        .filter_map(|p| Some((p.lower?, p.upper?)))
+        .filter(|p| !p.is_default)
+        // (An adopted table's old storage starts at MINVALUE.)
+        .filter_map(|p| Some((p.lower.unwrap_or(DateTime::<Utc>::MIN_UTC), p.upper?)))
         .collect();
     ranges.sort();
     let mut covered = at;
@@ -355,7 +357,7 @@ pub(super) fn check_dataset(
             ),
         );
     }
-    if let Some(default) = parts.iter().find(|p| p.lower.is_none()) {
+    if let Some(default) = parts.iter().find(|p| p.is_default) {
         let count = tables::rows_in_partition(tx, &default.name)?;
         if count > 0 {
             finding(
