@@ -60,12 +60,20 @@ enum Command {
         /// Datasets to enforce (default: all).
         datasets: Vec<String>,
     },
-    /// Erase every row of DATASET whose erase_by column equals KEY (archive included).
+    /// Erase every row of DATASET whose erase_by column equals KEY (archive included),
+    /// or, with --subject, of every dataset of the subject, in one transaction.
+    #[command(
+        override_usage = "pgretain erase [OPTIONS] DATASET KEY\n       pgretain erase [OPTIONS] --subject NAME KEY"
+    )]
     Erase {
         #[command(flatten)]
         db: DbArgs,
-        dataset: String,
-        key: String,
+        /// Erase KEY from every dataset of this subject (the policy's `subjects`) instead of one dataset.
+        #[arg(long, value_name = "NAME")]
+        subject: Option<String>,
+        /// DATASET KEY, or KEY alone with --subject.
+        #[arg(value_name = "DATASET KEY", num_args = 1..=2, required = true)]
+        args: Vec<String>,
     },
     /// What apply would change, and how many rows the next run would remove per dataset.
     Plan {
@@ -200,6 +208,19 @@ fn finish<T: Outcome, E: Failure>(result: Result<T, E>, format: Format) -> ExitC
     code(out.exit_code())
 }
 
+/// A usage error clap cannot express (exit 2, clap's format).
+fn usage(message: &str) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    let kind = clap::error::ErrorKind::WrongNumberOfValues;
+    let error = match cli.find_subcommand_mut("erase") {
+        Some(erase) => erase.error(kind, message),
+        None => cli.error(kind, message),
+    };
+    let _ = error.print();
+    code(exit::INVALID)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -254,10 +275,22 @@ fn main() -> ExitCode {
             cmd::run::run(db.database_url.as_deref(), &datasets).map(cmd::run::Runs),
             text,
         ),
-        Command::Erase { db, dataset, key } => finish(
-            cmd::erase::erase(db.database_url.as_deref(), &dataset, &key),
-            text,
-        ),
+        Command::Erase { db, subject, args } => match (subject, args.as_slice()) {
+            (None, [dataset, key]) => finish(
+                cmd::erase::erase(db.database_url.as_deref(), dataset, key),
+                text,
+            ),
+            (Some(subject), [key]) => finish(
+                cmd::erase::erase_subject(db.database_url.as_deref(), &subject, key),
+                text,
+            ),
+            (Some(_), _) => usage(
+                "with --subject NAME, give the KEY alone: `pgretain erase --subject NAME KEY`",
+            ),
+            (None, _) => usage(
+                "give a DATASET and a KEY (`pgretain erase DATASET KEY`), or `--subject NAME KEY`",
+            ),
+        },
         Command::Plan {
             db,
             generated,

@@ -44,6 +44,7 @@ const FIXTURES: &[&str] = &[
     "no_tenant_env",
     "schedules",
     "wall_clock",
+    "existing_table",
 ];
 
 /// The policy directory of a fixture (`example` is the shipped `policies/`).
@@ -164,12 +165,15 @@ fn check_shape(fixture: &str, sql: &str) {
 
 /// Comments of statement groups that name no policy file:line: the allowed
 /// environments are policy-wide (they may be declared in several files);
-/// `run_log_keep` when the policy leaves it at its default; and the closing
+/// `run_log_keep` when the policy leaves it at its default; the removal of
+/// subject rows the policy no longer has (subjects are policy-wide too; each
+/// subject's rows that follow name its file:line); and the closing
 /// of every migration, which takes PUBLIC's rights on the machinery away
 /// whatever the policy says.
 const UNSOURCED: &[&str] = &[
     "-- the allowed environment values",
     "the policy does not set run_log_keep",
+    "rows the policy's `subjects` no longer has go",
     "-- PUBLIC gets nothing in schema retention",
 ];
 
@@ -225,6 +229,7 @@ snapshot_tests!(
     no_tenant_env,
     schedules,
     wall_clock,
+    existing_table,
 );
 
 #[test]
@@ -271,6 +276,7 @@ fn every_snapshot_applies_and_its_jobs_run() {
         let (gen, _) = compile_v1(fixture);
         let db = format!("fx_{fixture}");
         let url = cluster.create_database(&db);
+        before_apply(fixture, &mut cluster.client(&db));
         let report = apply(&ApplyOptions {
             database_url: Some(url),
             generated_dir: gen.path().to_path_buf(),
@@ -326,6 +332,25 @@ fn every_snapshot_applies_and_its_jobs_run() {
             );
         }
         check(fixture, &mut client, &mut cron, &db);
+    }
+}
+
+/// What exists before pgretain is applied: the application's own table,
+/// for a fixture that adopts one.
+fn before_apply(fixture: &str, db: &mut postgres::Client) {
+    if fixture == "existing_table" {
+        db.batch_execute(
+            "CREATE TABLE public.messages (
+                 id serial PRIMARY KEY,
+                 account_id integer NOT NULL,
+                 conversation_id integer NOT NULL,
+                 content text,
+                 created_at timestamp NOT NULL);
+             INSERT INTO public.messages (account_id, conversation_id, content, created_at)
+             SELECT n % 5, n, 'hello', (now() AT TIME ZONE 'UTC') - n * interval '1 day'
+               FROM generate_series(1, 400) AS n",
+        )
+        .unwrap();
     }
 }
 

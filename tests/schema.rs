@@ -58,10 +58,22 @@ fn schema_describes_a_policy_file() {
         "holds",
         "access",
         "run_log_keep",
+        "subjects",
     ] {
         assert!(props.contains_key(key), "top level lacks `{key}`");
     }
-    assert_eq!(props.len(), 8, "{:?}", props.keys());
+    assert_eq!(props.len(), 9, "{:?}", props.keys());
+    // `subjects`: name → a non-empty mapping of dataset → column.
+    let subjects = &props["subjects"];
+    assert_eq!(subjects["type"], "object");
+    assert_eq!(
+        subjects["propertyNames"]["pattern"],
+        "^[a-z][a-z0-9_]{0,39}$"
+    );
+    let subject = &subjects["additionalProperties"];
+    assert_eq!(subject["type"], "object");
+    assert_eq!(subject["minProperties"], 1);
+    assert_eq!(subject["additionalProperties"]["type"], "string");
     // `access` is a closed mapping that requires its owner.
     let access = resolve(&root, &props["access"]["anyOf"][0]);
     assert_eq!(access["additionalProperties"], Value::Bool(false));

@@ -15,9 +15,9 @@ use serde::Serialize;
 use super::Outcome;
 use crate::db::cron::{self, Job};
 use crate::db::history::{self, Divergence};
-use crate::db::{connect, fingerprint, roles, session, DbError};
+use crate::db::{adopt, connect, fingerprint, roles, session, DbError};
 use crate::generated::{self, STATE_FILE};
-use crate::model::Policy;
+use crate::model::{Dataset, Policy};
 
 /// Options of `apply`.
 #[derive(Debug, Clone, Default)]
@@ -164,6 +164,22 @@ fn apply_locked(
         }
     }
 
+    // Existing tables (datasets without `columns`): any that cannot be
+    // adopted is refused before anything is changed.
+    let existing: Vec<&Dataset> = policy
+        .datasets
+        .iter()
+        .filter(|d| d.columns.is_none())
+        .collect();
+    for ds in &existing {
+        if let Some(why) = adopt::refusal(client, ds)? {
+            return Err(DbError(format!(
+                "dataset `{}` ({}): its table cannot be adopted: {why}. Nothing was changed",
+                ds.name, ds.source
+            )));
+        }
+    }
+
     if opts.dry_run {
         report.sql = pending
             .iter()
@@ -184,6 +200,11 @@ fn apply_locked(
     let mut cron = connect::connect_cron(cfg, cron_db)?;
     cron::ensure_extension(&mut cron, cron_db)?;
 
+    // The slow part of adopting a table, online and resumable, before the
+    // migration that swaps it in (which then only changes the catalog).
+    for ds in &existing {
+        adopt::prepare(client, ds, &mut |line| eprintln!("pgretain: {line}"))?;
+    }
     history::apply_pending(client, migrations, &history)?;
     if let Some(a) = &policy.access {
         roles::check_owner_can_drop(client, a).map_err(|e| {

@@ -77,10 +77,6 @@ impl From<generated::Error> for CompileError {
 pub fn compile(opts: &CompileOptions) -> Result<CompileOutcome, CompileError> {
     let dir = &opts.generated_dir;
     let policy = crate::policy::load(&opts.policy_dir).map_err(CompileError::Invalid)?;
-    let unsupported = compile::unsupported(&policy);
-    if !unsupported.is_empty() {
-        return Err(CompileError::Refused(unsupported));
-    }
     let state = generated::read_state(dir)?;
     let files = generated::migration_files(dir)?;
     let damaged = match &state {

@@ -1,6 +1,7 @@
 //! The changes from the policy compiled last to the new one, in the order a
 //! migration makes them: the runtime, `run_log_keep`, `access`, the
-//! environments, the datasets (added, changed, removed), overrides, holds.
+//! environments, the datasets (added, changed, removed), overrides, holds,
+//! subjects.
 //! Each change says in a line what it does and carries its SQL (written by
 //! `render`); changes that cannot be migrated safely are refused, all at
 //! once. Pure functions, no I/O.
@@ -207,6 +208,46 @@ pub(super) fn diff(
             what: whats.join("; "),
             slug: "holds".into(),
             sql,
+        });
+    }
+
+    // Subjects: rewritten whole when any (subject, dataset, column) changed.
+    let pairs = |p: &Policy| -> BTreeMap<(String, String), String> {
+        p.subjects
+            .iter()
+            .flat_map(|s| {
+                s.datasets
+                    .iter()
+                    .map(|(d, c)| ((s.name.clone(), d.clone()), c.clone()))
+            })
+            .collect()
+    };
+    let (os, ns) = (pairs(old), pairs(new));
+    if os != ns {
+        let mut whats = Vec::new();
+        for ((s, d), c) in &ns {
+            match os.get(&(s.clone(), d.clone())) {
+                Some(prev) if prev == c => {}
+                Some(prev) => whats.push(format!("subject {s}: {d} by {prev} -> {c}")),
+                None => whats.push(format!("subject {s}: {d} by {c} added")),
+            }
+        }
+        for ((s, d), c) in &os {
+            if !ns.contains_key(&(s.clone(), d.clone())) {
+                whats.push(format!("subject {s}: {d} by {c} removed"));
+            }
+        }
+        // A column an old subject or the old erase_by already indexed keeps its index.
+        let indexed = |d: &str, c: &str| {
+            os.iter().any(|((_, od), oc)| od == d && oc == c)
+                || old
+                    .dataset(d)
+                    .is_some_and(|ds| ds.erase_by.as_deref() == Some(c))
+        };
+        changes.push(Change {
+            what: whats.join("; "),
+            slug: "subjects".into(),
+            sql: rules::subjects(new, &indexed),
         });
     }
     Ok((changes, frame))

@@ -57,23 +57,6 @@ pub struct Migration {
     pub changes: Vec<String>,
 }
 
-/// Why the datasets of `policy` cannot be compiled yet, if any cannot.
-/// SPEC §3 "Existing tables": converting a table that already exists is not
-/// built yet; refused rather than emit SQL that assumes a new table.
-pub fn unsupported(policy: &Policy) -> Vec<String> {
-    policy
-        .datasets
-        .iter()
-        .filter(|d| d.columns.is_none())
-        .map(|d| {
-            format!(
-                "dataset `{}` ({}) has no `columns`, so it names an existing table; converting existing tables in place is not supported yet. Declare the table's `columns` so pgretain creates it partitioned, or leave this dataset out of the policy",
-                d.name, d.source
-            )
-        })
-        .collect()
-}
-
 /// The migration that brings a database from `previous` (none: an empty
 /// database) to `policy`; `Ok(None)` when nothing changed, `Err` with every
 /// reason when the change is refused (`allow_destructive`: removing a

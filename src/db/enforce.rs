@@ -1,12 +1,13 @@
 //! Enforcement and erasure now: the exact command the dataset's pg_cron job
-//! runs, and the generated `retention.erase()` function, with what each did
-//! read back from `retention.run_log`.
+//! runs, and the generated `retention.erase()` and
+//! `retention.erase_subject()` functions, with what each did read back from
+//! `retention.run_log` or returned.
 
 use postgres::Client;
 
 use super::catalog;
 use super::runs::{self, RunRow};
-use super::{col, pg_message, DbError};
+use super::{col, ctx, pg_message, DbError};
 use crate::render::names::job_command_named;
 use crate::render::text::lit;
 
@@ -72,4 +73,71 @@ pub fn erase(client: &mut Client, dataset: &str, key: &str) -> Result<Erased, Db
         rows_kept_by_hold: col(&r, 2)?,
         holds: col(&r, 3)?,
     })
+}
+
+/// The subjects of erasure this database knows (`retention.subject`),
+/// sorted; none when its runtime predates subjects (version 2 or older).
+pub fn subjects(client: &mut Client) -> Result<Vec<String>, DbError> {
+    let exists: bool = col(
+        &client
+            .query_one(
+                "SELECT pg_catalog.to_regclass('retention.subject'::text) IS NOT NULL",
+                &[],
+            )
+            .map_err(ctx("looking for retention.subject"))?,
+        0,
+    )?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    client
+        .query(
+            "SELECT DISTINCT name FROM retention.subject ORDER BY name",
+            &[],
+        )
+        .map_err(ctx("reading the subjects"))?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect()
+}
+
+/// What `retention.erase_subject()` did in one dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasedIn {
+    pub dataset: String,
+    pub erased: Erased,
+}
+
+/// Erase the rows of every dataset of `subject` whose subject column equals
+/// `key` (archives included), in one transaction, through
+/// `retention.erase_subject()`: one result per dataset, by dataset name.
+pub fn erase_subject(
+    client: &mut Client,
+    subject: &str,
+    key: &str,
+) -> Result<Vec<ErasedIn>, DbError> {
+    let rows = client
+        .query(
+            "SELECT dataset, rows_deleted, archive_rows_deleted, rows_kept_by_hold, holds FROM retention.erase_subject($1::text, $2::text)",
+            &[&subject, &key],
+        )
+        .map_err(|e| {
+            DbError(format!(
+                "erasure of subject `{subject}` failed, and nothing was erased: {}",
+                pg_message(&e)
+            ))
+        })?;
+    rows.iter()
+        .map(|r| {
+            Ok(ErasedIn {
+                dataset: col(r, 0)?,
+                erased: Erased {
+                    rows_deleted: col(r, 1)?,
+                    archive_rows_deleted: col(r, 2)?,
+                    rows_kept_by_hold: col(r, 3)?,
+                    holds: col(r, 4)?,
+                },
+            })
+        })
+        .collect()
 }

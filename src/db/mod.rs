@@ -6,10 +6,11 @@
 //! (`history`), what schema `retention` holds (`catalog`: datasets,
 //! overrides, holds, tenant settings, partitions, runs, expired rows),
 //! pg_cron's jobs (`cron`), the routine fingerprints (`fingerprint`), the
-//! roles of `access` (`roles`), enforcement and erasure (`enforce`), the
-//! report's evidence (`evidence`), plan's rolled-back rehearsal
-//! (`rehearsal`) and the shape of an existing table for `init`
-//! (`introspect`). The commands orchestrate; they never write SQL. Names of
+//! roles of `access` (`roles`), existing tables before they are adopted
+//! (`adopt`), enforcement and erasure (`enforce`), the report's evidence
+//! (`evidence`), plan's rolled-back rehearsal (`rehearsal`) and the shape
+//! of an existing table for `init` (`introspect`). The commands
+//! orchestrate; they never write SQL. Names of
 //! what pgretain created come from `render::names`, literals and
 //! identifiers from `render::text`.
 //!
@@ -19,6 +20,7 @@
 //! one paragraph saying what failed and what to do, with the server's
 //! SQLSTATE, detail and hint when it sent them.
 
+pub mod adopt;
 pub mod catalog;
 pub mod connect;
 pub mod cron;

@@ -69,6 +69,19 @@ pub enum OnExpiry {
     Archive,
 }
 
+/// What adopting an existing table does with a primary key or unique
+/// constraint that does not include the clock (a partitioned table's
+/// unique keys must).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UniqueKeys {
+    /// Refuse to adopt the table, saying which key.
+    #[default]
+    Refuse,
+    /// Extend the key by the clock: unique per (key, time) from then on.
+    IncludeTime,
+}
+
 /// Which rows a retention change reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +136,21 @@ pub struct Policy {
     /// Where `run_log_keep` is written; `None`: the default.
     #[serde(default)]
     pub run_log_keep_source: Option<Source>,
+    /// Erasure across datasets by one key, in policy order.
+    #[serde(default)]
+    pub subjects: Vec<Subject>,
+}
+
+/// A subject of erasure (GDPR art. 17): one key, held in a column of each
+/// of several datasets; `pgretain erase --subject NAME KEY` removes the
+/// key's rows from all of them at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub name: String,
+    /// (dataset, column holding the key), in policy order; never empty.
+    pub datasets: Vec<(String, String)>,
+    /// Where the subject is defined.
+    pub source: Source,
 }
 
 /// A dataset's `lock_timeout` when the policy does not set it: 5 seconds
@@ -197,6 +225,9 @@ pub struct Dataset {
     /// (`None`: UTC; always `None` for a timestamptz clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// An existing table's unique keys without the clock (`None` columns only).
+    #[serde(default, skip_serializing_if = "is_refuse")]
+    pub unique_keys: UniqueKeys,
     pub tenant: Option<String>,
     pub environment: Option<String>,
     pub keep: Duration,
@@ -221,18 +252,20 @@ pub struct Dataset {
     pub keep_source: Source,
 }
 
+fn is_refuse(u: &UniqueKeys) -> bool {
+    *u == UniqueKeys::Refuse
+}
+
 impl Dataset {
     /// The type of a column, when pgretain creates the table.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.as_ref()?.iter().find(|c| c.name == name)
     }
 
-    /// The kind of its retention clock (a timestamptz when the policy does
-    /// not declare the column).
-    pub fn clock(&self) -> Clock {
-        self.column(&self.time)
-            .and_then(|c| c.ty.clock())
-            .unwrap_or(Clock::Timestamptz)
+    /// The kind of its retention clock; `None` for an existing table, whose
+    /// columns the policy does not declare (the database knows).
+    pub fn clock(&self) -> Option<Clock> {
+        self.column(&self.time).and_then(|c| c.ty.clock())
     }
 
     /// The zone its clock's values are read in: `time_zone`, or UTC.

@@ -35,6 +35,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "holds",
     "access",
     "run_log_keep",
+    "subjects",
 ];
 
 /// One policy file: its text, positions and parsed content.
@@ -180,6 +181,8 @@ pub(crate) struct ParsedFile {
     pub access: Option<AccessSpec>,
     /// `run_log_keep`, when present and text.
     pub run_log_keep: Option<String>,
+    /// `subjects`, when present and well-formed (name → dataset → column).
+    pub subjects: Vec<(String, spec::SubjectSpec)>,
     /// `environments` is present but invalid (reported): the allowed
     /// environments are unknown, so names are not checked against them.
     pub environments_invalid: bool,

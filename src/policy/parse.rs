@@ -11,7 +11,7 @@ use serde_yaml::Value;
 
 use super::messages::{and_list, describe_serde_error, list, scalar_text, value_kind, yaml_error};
 use super::position::{Pos, PositionIndex, Seg};
-use super::spec::{DatasetSpec, HoldSpec, OverrideSpec};
+use super::spec::{DatasetSpec, HoldSpec, OverrideSpec, SubjectSpec};
 use super::{suggest, whole, At, ParsedFile, SourceFile, TOP_LEVEL_KEYS};
 use crate::diagnostic::Diagnostics;
 
@@ -146,6 +146,7 @@ pub(super) fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Op
         holds: Vec::new(),
         access: None,
         run_log_keep: None,
+        subjects: Vec::new(),
         environments_invalid: false,
         datasets_invalid: false,
         reported: Vec::new(),
@@ -291,6 +292,52 @@ pub(super) fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Op
                         Some("write `datasets:` followed by indented `name:` entries, without `- `".into()),
                     ))
                 }
+            },
+            "subjects" => match value {
+                Value::Mapping(m) => {
+                    for (name, subject) in m {
+                        let Some(name) = name.as_str().map(str::to_string) else {
+                            diags.push(file.src.diag(
+                                &[Seg::Key("subjects".into()), Seg::Key(scalar_text(&name))],
+                                At::Key,
+                                format!("a subject name is not text: {}", value_kind(&name)),
+                                Some("name each subject with `[a-z][a-z0-9_]*`, e.g. `conversation:`".into()),
+                            ));
+                            continue;
+                        };
+                        let spath = vec![Seg::Key("subjects".into()), Seg::Key(name.clone())];
+                        if subject.is_null() {
+                            diags.push(file.src.diag(
+                                &spath,
+                                At::Key,
+                                format!("subject `{name}` names no dataset"),
+                                Some(format!("map each dataset holding the subject's key to its column, e.g. `{name}: {{ conversations: conversation_id }}`")),
+                            ));
+                            continue;
+                        }
+                        let what = format!("subject `{name}`");
+                        if let Some(spec) = de::<SubjectSpec>(
+                            &file.src,
+                            subject,
+                            &spath,
+                            &what,
+                            diags,
+                            &mut file.reported,
+                        ) {
+                            file.subjects.push((name, spec));
+                        }
+                    }
+                }
+                Value::Null => {}
+                other => diags.push(file.src.diag(
+                    &path,
+                    At::Value,
+                    format!(
+                        "`subjects` must be a mapping of subject names to their datasets, not {}",
+                        value_kind(&other)
+                    ),
+                    Some("write `subjects:` followed by indented entries such as `conversation: { conversations: conversation_id }`".into()),
+                )),
             },
             "overrides" | "holds" => match value {
                 Value::Sequence(items) => {

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ChangesApplyTo, Granularity, OnExpiry};
+use crate::model::{ChangesApplyTo, Granularity, OnExpiry, UniqueKeys};
 
 /// A duration: a whole number and a unit, e.g. `365 days`, `1 year`, `12 hours`.
 /// (Zero is not a duration: the number has a non-zero digit.)
@@ -54,7 +54,28 @@ pub struct PolicyFile {
     #[serde(default)]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub run_log_keep: Option<String>,
+    /// Erasure across datasets by one key (GDPR art. 17): subject name
+    /// (`[a-z][a-z0-9_]*`, unique across all files) → dataset → the column
+    /// holding the subject's key in that dataset, e.g.
+    /// `conversation: { conversations: conversation_id, sessions: conversation_id }`.
+    /// `pgretain erase --subject conversation KEY` removes the key's rows
+    /// from every dataset named, in one transaction, holds respected.
+    #[serde(default)]
+    #[schemars(extend(
+        "propertyNames" = { "pattern": "^[a-z][a-z0-9_]{0,39}$" },
+        "additionalProperties" = {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": { "pattern": "^[a-z][a-z0-9_]{0,39}$" },
+            "additionalProperties": { "type": "string", "pattern": "^[a-z_][a-z0-9_]{0,62}$" }
+        }
+    ))]
+    pub subjects: IndexMap<String, SubjectSpec>,
 }
+
+/// One subject of `subjects`: dataset name → the column holding the
+/// subject's key in it. At least one dataset.
+pub type SubjectSpec = IndexMap<String, String>;
 
 /// The roles of the database and what each may do (SPEC §3 "Access").
 /// Role names are lowercase identifiers; each role appears once.
@@ -104,6 +125,11 @@ pub struct DatasetSpec {
     /// UTC).
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// Only for an existing table (no `columns`): a primary key or unique
+    /// constraint that does not include the `time` column is refused
+    /// (`refuse`, the default) or extended by it (`include_time`).
+    #[serde(default)]
+    pub unique_keys: Option<UniqueKeys>,
     /// The column naming the tenant (e.g. the bot); enables per-tenant settings.
     #[serde(default)]
     pub tenant: Option<String>,

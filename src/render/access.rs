@@ -37,6 +37,9 @@ const READER_ROUTINES: &[&str] = &[
     "retention.partitions(text)",
     "retention.clock_type(text)",
     "retention.clock_of(text, text)",
+    "retention.instant(timestamptz, text)",
+    "retention.instant(timestamp without time zone, text)",
+    "retention.instant(date, text)",
     "retention.period_start(text, timestamptz)",
     "retention.period_start(text, timestamptz, text)",
     "retention.column_as_text(text, text)",
@@ -52,6 +55,7 @@ const READER_TABLES: &[&str] = &[
     "retention.environment",
     "retention.policy_override",
     "retention.hold",
+    "retention.subject",
     "retention.tenant_setting",
     "retention.keep_history",
     "retention.config",
@@ -264,11 +268,13 @@ fn grants_sql(policy: &Policy, a: &Access) -> String {
         let app = roles(&a.application);
         s.push_str(&format!(
             "\n-- access: application role(s) {app}: the datasets' rows (the triggers work for\n\
-             -- them), run-time tenant settings within the bounds, erasure. Not the stamped\n\
-             -- retention, not the settings, holds, run log or any other part of the machinery ({src})\n\
+             -- them), run-time tenant settings within the bounds, erasure (of one dataset, or\n\
+             -- of a subject across datasets). Not the stamped retention, not the settings,\n\
+             -- holds, run log or any other part of the machinery ({src})\n\
              GRANT USAGE ON SCHEMA retention TO {app};\n\
              GRANT SELECT, INSERT, UPDATE, DELETE ON retention.tenant_setting TO {app};\n\
-             GRANT EXECUTE ON FUNCTION retention.erase(text, text) TO {app};\n"
+             GRANT EXECUTE ON FUNCTION retention.erase(text, text) TO {app};\n\
+             GRANT EXECUTE ON FUNCTION retention.erase_subject(text, text) TO {app};\n"
         ));
         for ds in &policy.datasets {
             s.push_str(&table_grants(ds, &app));

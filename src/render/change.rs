@@ -5,7 +5,7 @@
 
 use crate::model::{ChangesApplyTo, Column, ColumnType, Dataset, Policy, Source, STAMP_COLUMN};
 
-use super::dataset::{dataset_settings, expired_view, index, procedure_sql};
+use super::dataset::{dataset_settings, expired_view, index, procedure_sql, replica_identity};
 use super::expiry::Expiry;
 use super::names::{self, archive_relation, procedure, relation, Trigger};
 use super::rules::config;
@@ -37,6 +37,13 @@ pub fn runtime_upgrade(old_runtime: u32, old: &Policy, new: &Policy) -> String {
             }
             sql.push_str(&procedure_sql(before));
             sql.push_str(&expired_view(before));
+            if old_runtime < 3 && before.columns.is_some() {
+                sql.push_str(&replica_identity(before));
+                sql.push_str(&format!(
+                    "SELECT retention.follow_replica_identity({});\n",
+                    lit(&before.name)
+                ));
+            }
         }
     }
     sql

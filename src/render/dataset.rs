@@ -4,7 +4,7 @@
 
 use sea_query::{Alias, ColumnDef, Expr, Index, PostgresQueryBuilder, TableBuilder};
 
-use crate::model::{ChangesApplyTo, Clock, Dataset, Granularity, STAMP_COLUMN};
+use crate::model::{ChangesApplyTo, Clock, Dataset, Granularity, UniqueKeys, STAMP_COLUMN};
 
 use super::expiry::Expiry;
 use super::names::{
@@ -105,7 +105,7 @@ pub fn dataset_settings(ds: &Dataset) -> String {
     ];
     // The zone of a wall-time clock, right after the clock (a timestamptz
     // clock leaves the column at its default, UTC).
-    if ds.clock() != Clock::Timestamptz {
+    if ds.clock() != Some(Clock::Timestamptz) {
         rows.insert(
             3,
             (
@@ -238,6 +238,25 @@ pub fn dataset_create(ds: &Dataset) -> String {
             "COMMENT ON TABLE {rel} IS {};\n",
             lit(&format!("{} (pgretain dataset {name})", ds.description))
         ));
+        s.push_str(&replica_identity(ds));
+    } else {
+        s.push_str(&rule(
+            name,
+            "the application's existing table, adopted in place (see retention.adopt)",
+            &ds.source,
+        ));
+        s.push_str(&format!(
+            "-- An ordinary table becomes partition [MINVALUE, F) of a range-partitioned table\n\
+             -- of the same name and shape (no row is copied); one already range-partitioned\n\
+             -- on {time} is kept as it is. Anything pgretain cannot convert safely stops the\n\
+             -- migration with the reason. Waits for the table's lock at most lock_timeout.\n\
+             SET LOCAL lock_timeout = {timeout};\n\
+             SELECT retention.adopt({l}, {include});\n",
+            time = ident(&ds.time),
+            timeout = lit(&format!("{}ms", ds.lock_timeout_ms)),
+            l = lit(name),
+            include = ds.unique_keys == UniqueKeys::IncludeTime,
+        ));
     }
     s.push_str(&format!(
         "\n-- {name}: rows outside every partition (far past or future) land here and are enforced too ({})\n", comment(&ds.source.to_string())
@@ -250,12 +269,12 @@ pub fn dataset_create(ds: &Dataset) -> String {
         "\n-- {name}: indexes for enforcement, holds and erasure ({})\n",
         comment(&ds.source.to_string())
     ));
-    s.push_str(&index(&ds.schema, &ds.table, &[&ds.time]));
-    if let Some(t) = &ds.tenant {
-        s.push_str(&index(&ds.schema, &ds.table, &[t, &ds.time]));
-    }
-    if let Some(e) = &ds.erase_by {
-        s.push_str(&index(&ds.schema, &ds.table, &[e]));
+    for cols in names::enforcement_indexes(ds) {
+        if ds.columns.is_some() {
+            s.push_str(&index(&ds.schema, &ds.table, &cols));
+        } else {
+            s.push_str(&ensure_index(ds, &cols));
+        }
     }
     s.push_str(&triggers(ds));
     if let Some(a) = &ds.archive {
@@ -285,7 +304,23 @@ pub fn dataset_create(ds: &Dataset) -> String {
         comment(&ds.source.to_string())
     ));
     s.push_str(&format!("SELECT retention.premake({});\n", lit(name)));
+    s.push_str(&format!(
+        "SELECT retention.follow_replica_identity({});\n",
+        lit(name)
+    ));
     s
+}
+
+/// A table pgretain creates has no primary key (one would have to include
+/// the clock), so its replica identity is FULL: a publication FOR ALL
+/// TABLES then accepts the application's UPDATEs and erasure.
+pub fn replica_identity(ds: &Dataset) -> String {
+    format!(
+        "-- {}: no primary key, so the whole row identifies it to logical replication ({})\nALTER TABLE {} REPLICA IDENTITY FULL;\n",
+        ds.name,
+        comment(&ds.source.to_string()),
+        relation(ds)
+    )
 }
 
 /// A check that a table of the dataset's name, if it already exists, is the
@@ -332,6 +367,17 @@ pub fn index(schema: &str, table: &str, cols: &[&str]) -> String {
         i.col(Alias::new(*c));
     }
     format!("{};\n", i.to_string(PostgresQueryBuilder))
+}
+
+/// An index pgretain needs on an existing table, unless the table has an
+/// equivalent one already (`retention.ensure_index`).
+fn ensure_index(ds: &Dataset, cols: &[&str]) -> String {
+    format!(
+        "SELECT retention.ensure_index({}::regclass, ARRAY[{}]::text[], {});\n",
+        lit(&relation(ds)),
+        cols.iter().map(|c| lit(c)).collect::<Vec<_>>().join(", "),
+        lit(&names::index(&ds.table, cols))
+    )
 }
 
 /// The per-dataset procedure the pg_cron job calls. It does not pin its

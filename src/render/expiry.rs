@@ -65,12 +65,17 @@ impl<'a> Expiry<'a> {
     /// `date` is midnight there. The same rule as `retention.clock_of()`.
     pub fn instant_of(&self, expr: &str) -> String {
         match self.ds.clock() {
-            Clock::Timestamptz => expr.to_string(),
-            Clock::Timestamp => format!("({expr} AT TIME ZONE {}::text)", lit(self.ds.zone())),
-            Clock::Date => format!(
+            Some(Clock::Timestamptz) => expr.to_string(),
+            Some(Clock::Timestamp) => {
+                format!("({expr} AT TIME ZONE {}::text)", lit(self.ds.zone()))
+            }
+            Some(Clock::Date) => format!(
                 "({expr}::timestamp without time zone AT TIME ZONE {}::text)",
                 lit(self.ds.zone())
             ),
+            // An existing table: PostgreSQL picks the overload of the
+            // column's type (the same rules, in retention.instant).
+            None => format!("retention.instant({expr}, {}::text)", lit(self.ds.zone())),
         }
     }
 
@@ -118,13 +123,18 @@ impl<'a> Expiry<'a> {
     /// says it (two comment lines).
     pub fn in_words(&self) -> String {
         let time = match self.ds.clock() {
-            Clock::Timestamptz => ident(&self.ds.time),
-            Clock::Timestamp => format!(
+            Some(Clock::Timestamptz) => ident(&self.ds.time),
+            None => format!(
+                "{} (as an instant; a timestamp or date read in {})",
+                ident(&self.ds.time),
+                comment(self.ds.zone())
+            ),
+            Some(Clock::Timestamp) => format!(
                 "{} (a wall time in {})",
                 ident(&self.ds.time),
                 comment(self.ds.zone())
             ),
-            Clock::Date => format!(
+            Some(Clock::Date) => format!(
                 "{} (midnight in {})",
                 ident(&self.ds.time),
                 comment(self.ds.zone())

@@ -21,7 +21,7 @@ pub mod text;
 pub mod triggers;
 
 use dataset::dataset_create;
-use rules::{config, environments, hold_upsert, override_upsert};
+use rules::{config, environments, hold_upsert, override_upsert, subjects};
 use text::{comment, lit};
 
 /// Version of `runtime.sql`. Bump it whenever the file changes: compile then
@@ -29,7 +29,11 @@ use text::{comment, lit};
 /// never rewritten, since refinery checksums them). Version 2: pinned
 /// search_path everywhere, SECURITY DEFINER where the application reaches
 /// the machinery, unforgeable stamps, a run that goes on past a failing
-/// partition, erasure by typed key, keys logged as hashes.
+/// partition, erasure by typed key, keys logged as hashes. Version 3:
+/// `timestamp` and `date` clocks in a time_zone, partitions that reach back
+/// as far as a row can be live, existing tables adopted in place
+/// (`adopt()`), erasure across datasets by subject (`retention.subject`,
+/// `erase_subject()`), each dataset's erasure one statement (`erase_one()`).
 pub const RUNTIME_VERSION: u32 = 3;
 
 /// The shared machinery of the `retention` schema.
@@ -68,7 +72,7 @@ pub(crate) fn rule(ds_name: &str, what: &str, source: &dyn std::fmt::Display) ->
 }
 
 /// The whole SQL of a first migration: runtime, environments, datasets,
-/// overrides, holds.
+/// overrides, holds, subjects.
 pub fn initial(policy: &Policy) -> String {
     let mut s = header(
         &policy.files,
@@ -98,6 +102,10 @@ pub fn initial(policy: &Policy) -> String {
                 s.push_str(&hold_upsert(h, d));
             }
         }
+    }
+    if !policy.subjects.is_empty() {
+        s.push_str("\n-- ---------------------------------------------------------------------------\n-- Subjects: erasure across datasets by one key\n-- ---------------------------------------------------------------------------\n");
+        s.push_str(&subjects(policy, &|_, _| false));
     }
     s.push('\n');
     s.push_str(&access::epilogue(policy, true));

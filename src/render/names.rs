@@ -166,6 +166,19 @@ pub fn index(table: &str, columns: &[&str]) -> String {
     object_name(&format!("{}_{}", table, columns.join("_")), "_idx")
 }
 
+/// The columns of each index pgretain gives a dataset's table: the clock,
+/// (tenant, clock) with a tenant, and the erase_by column.
+pub fn enforcement_indexes(ds: &Dataset) -> Vec<Vec<&str>> {
+    let mut out = vec![vec![ds.time.as_str()]];
+    if let Some(t) = &ds.tenant {
+        out.push(vec![t.as_str(), ds.time.as_str()]);
+    }
+    if let Some(e) = &ds.erase_by {
+        out.push(vec![e.as_str()]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

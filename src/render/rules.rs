@@ -1,10 +1,11 @@
 //! The policy-wide rows: the allowed environments, `retention.config`,
-//! policy overrides and legal holds, each written or removed with a comment
+//! policy overrides, legal holds and subjects, each written or removed with a comment
 //! naming the rule and where the policy says it. Pure functions, no I/O.
 
 use crate::model::{Hold, Override, Policy};
 use crate::words;
 
+use super::dataset::index;
 use super::text::{comment, lit};
 use super::{interval, opt_lit, rule};
 
@@ -106,4 +107,79 @@ pub fn hold_delete(h: &Hold, dataset: &str) -> String {
         opt_lit(h.environment.as_deref()),
         lit(&h.reason),
     )
+}
+
+/// The policy's `subjects`, whole (`retention.subject`, one row per subject
+/// and dataset): rows the policy no longer has go, the others are written.
+/// Each (dataset, column) a subject erases by gets the index erasure uses,
+/// on the table and its archive, unless `indexed` says it has one already
+/// (the dataset's erase_by index, or one an earlier migration made).
+pub fn subjects(policy: &Policy, indexed: &dyn Fn(&str, &str) -> bool) -> String {
+    let mut s = String::from(
+        "-- subjects, for `pgretain erase --subject NAME KEY`: rows the policy's `subjects` no longer has go\n",
+    );
+    let rows: Vec<String> = policy
+        .subjects
+        .iter()
+        .flat_map(|sub| {
+            sub.datasets
+                .iter()
+                .map(|(d, _)| format!("({}::text, {}::text)", lit(&sub.name), lit(d)))
+        })
+        .collect();
+    s.push_str("DELETE FROM retention.subject");
+    if !rows.is_empty() {
+        s.push_str(&format!(
+            "\n WHERE (name, dataset) NOT IN ({})",
+            rows.join(", ")
+        ));
+    }
+    s.push_str(";\n");
+    for sub in &policy.subjects {
+        let over: Vec<String> = sub
+            .datasets
+            .iter()
+            .map(|(d, c)| format!("{d}.{c}"))
+            .collect();
+        s.push_str(&format!(
+            "-- subject {}: {} ({})\n",
+            sub.name,
+            over.join(", "),
+            comment(&sub.source.to_string())
+        ));
+        for (d, c) in &sub.datasets {
+            s.push_str(&format!(
+                "INSERT INTO retention.subject (name, dataset, column_name, source)\n    VALUES ({}, {}, {}, {})\n    ON CONFLICT (name, dataset) DO UPDATE\n    SET column_name = EXCLUDED.column_name, source = EXCLUDED.source;\n",
+                lit(&sub.name),
+                lit(d),
+                lit(c),
+                lit(&sub.source.to_string()),
+            ));
+        }
+    }
+    let mut done: Vec<(&str, &str)> = Vec::new();
+    for sub in &policy.subjects {
+        for (d, c) in &sub.datasets {
+            let Some(ds) = policy.dataset(d) else {
+                continue;
+            };
+            if done.contains(&(d.as_str(), c.as_str()))
+                || ds.erase_by.as_deref() == Some(c.as_str())
+                || indexed(d, c)
+            {
+                continue;
+            }
+            done.push((d, c));
+            s.push_str(&format!(
+                "\n-- {d}: subject `{}` erases by `{c}`: index what erasure matches ({})\n",
+                sub.name,
+                comment(&sub.source.to_string())
+            ));
+            s.push_str(&index(&ds.schema, &ds.table, &[c]));
+            if let Some(a) = &ds.archive {
+                s.push_str(&index(&a.schema, &ds.table, &[c]));
+            }
+        }
+    }
+    s
 }

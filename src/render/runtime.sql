@@ -6,6 +6,7 @@
 --   retention.environment      the allowed environment values
 --   retention.policy_override  policy overrides, versioned in git (migrations only)
 --   retention.hold             legal holds (migrations only)
+--   retention.subject          erasure across datasets by one key (migrations only)
 --   retention.tenant_setting   run-time per-tenant settings, written by the application
 --   retention.keep_history     every retention a row could have been stamped with
 --   retention.config           policy-wide settings (how long the run log is kept)
@@ -105,6 +106,19 @@ CREATE TABLE IF NOT EXISTS retention.hold (
     source      text NOT NULL,
     UNIQUE NULLS NOT DISTINCT (dataset, tenant, environment, reason)
 );
+
+-- Version 3: subject: erasure across datasets by one key (the policy's
+-- `subjects`, GDPR art. 17). One row per (subject, dataset): the column of
+-- that dataset holding the subject's key. retention.erase_subject() reads it.
+CREATE TABLE IF NOT EXISTS retention.subject (
+    name        text NOT NULL,   -- the subject, e.g. conversation
+    dataset     text NOT NULL REFERENCES retention.dataset (name) ON DELETE CASCADE,
+    column_name text NOT NULL,   -- the column of the dataset's table holding the key
+    source      text NOT NULL,   -- where the policy defines the subject
+    PRIMARY KEY (name, dataset)
+);
+COMMENT ON TABLE retention.subject IS
+    'pgretain: erasure across datasets by one key (the policy''s subjects); written by migrations only';
 
 CREATE TABLE IF NOT EXISTS retention.tenant_setting (
     dataset     text NOT NULL REFERENCES retention.dataset (name) ON DELETE CASCADE,
@@ -528,7 +542,8 @@ AS $$
 $$;
 
 -- partitions(dataset): the dataset's partitions with their bounds as
--- instants (NULL for the default partition), oldest first. The bounds are
+-- instants (NULL for the default partition; MINVALUE, the old storage of
+-- an adopted table, is -infinity), oldest first. The bounds are
 -- read back from the catalog's text under TimeZone UTC and DateStyle ISO
 -- (the SET clauses), so the session's settings cannot change them; a
 -- `timestamp` or `date` bound is read in the dataset's time_zone.
@@ -545,12 +560,14 @@ AS $$
       JOIN pg_inherits i ON i.inhparent = d.relation::regclass
       JOIN pg_class c ON c.oid = i.inhrelid
       LEFT JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
-                                     'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)') AS b ON true
+                                     'FROM \((?:''([^'']+)''|(MINVALUE))\) TO \((?:''([^'']+)''|(MAXVALUE))\)') AS b ON true
       CROSS JOIN LATERAL (
-          SELECT CASE WHEN k.ty = 'timestamptz' THEN b[1]::timestamptz
+          SELECT CASE WHEN b[2] IS NOT NULL THEN '-infinity'::timestamptz
+                      WHEN k.ty = 'timestamptz' THEN b[1]::timestamptz
                       ELSE b[1]::timestamp without time zone AT TIME ZONE d.time_zone END AS lower_bound,
-                 CASE WHEN k.ty = 'timestamptz' THEN b[2]::timestamptz
-                      ELSE b[2]::timestamp without time zone AT TIME ZONE d.time_zone END AS upper_bound) v
+                 CASE WHEN b[4] IS NOT NULL THEN 'infinity'::timestamptz
+                      WHEN k.ty = 'timestamptz' THEN b[3]::timestamptz
+                      ELSE b[3]::timestamp without time zone AT TIME ZONE d.time_zone END AS upper_bound) v
      WHERE d.name = p_dataset
      ORDER BY v.lower_bound NULLS FIRST
 $$;
@@ -623,7 +640,418 @@ BEGIN
                        v_schema, v_name, v_parent, retention.bound_literal(p_dataset, p_lower),
                        retention.bound_literal(p_dataset, v_upper));
     END IF;
+    -- A partition publishes its own UPDATEs and DELETEs: it takes the
+    -- table's replica identity (see follow_replica_identity).
+    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) IN ('f', 'n') THEN
+        EXECUTE format('ALTER TABLE %I.%I REPLICA IDENTITY %s', v_schema, v_name,
+                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+    END IF;
     RETURN true;
+END
+$$;
+
+-- instant(value, zone): the instant a clock value names, one function per
+-- clock type, so SQL over a table whose clock type pgretain has not seen
+-- (an existing table) gets the right rule from PostgreSQL's own overload
+-- resolution: the same rule as clock_of(). SQL-standard bodies: inlined.
+CREATE OR REPLACE FUNCTION retention.instant(p_time timestamptz, p_zone text)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_time;
+CREATE OR REPLACE FUNCTION retention.instant(p_time timestamp without time zone, p_zone text)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_time AT TIME ZONE p_zone;
+CREATE OR REPLACE FUNCTION retention.instant(p_time date, p_zone text)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_time::timestamp without time zone AT TIME ZONE p_zone;
+
+-- clock_value(like, at, zone): instant `at` as a value of the type of
+-- `like` (a clock value): the inverse of instant(), for triggers on tables
+-- whose clock type pgretain has not seen.
+CREATE OR REPLACE FUNCTION retention.clock_value(p_like timestamptz, p_at timestamptz, p_zone text)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_at;
+CREATE OR REPLACE FUNCTION retention.clock_value(p_like timestamp without time zone, p_at timestamptz, p_zone text)
+RETURNS timestamp without time zone
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_at AT TIME ZONE p_zone;
+CREATE OR REPLACE FUNCTION retention.clock_value(p_like date, p_at timestamptz, p_zone text)
+RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (p_at AT TIME ZONE p_zone)::date;
+
+-- adopt_refusal(relation, time column, time zone, include_time): why an
+-- existing table cannot be adopted as a dataset's table, or NULL when it
+-- can (SPEC §3 "Existing tables": refused, with the object and the fix).
+-- Read-only. `pgretain apply` runs this very query (its text, between the
+-- $refusal$ quotes) before it prepares anything, when the runtime may not
+-- be installed yet; adopt() calls the function before it changes anything.
+CREATE OR REPLACE FUNCTION retention.adopt_refusal(p_relation text, p_time text, p_zone text, p_include_time boolean)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $refusal$
+WITH t AS (SELECT pg_catalog.to_regclass($1) AS rel),
+     nm AS (SELECT coalesce((SELECT rel::text FROM t), $1) AS n),
+     k AS (SELECT c.relkind, c.relrowsecurity, c.relreplident FROM pg_catalog.pg_class c, t WHERE c.oid = t.rel),
+     col AS (SELECT a.attnum, a.attnotnull,
+                    CASE a.atttypid WHEN 'pg_catalog.timestamptz'::pg_catalog.regtype THEN 'timestamptz'
+                                    WHEN 'pg_catalog.timestamp'::pg_catalog.regtype THEN 'timestamp'
+                                    WHEN 'pg_catalog.date'::pg_catalog.regtype THEN 'date' END AS clock
+               FROM pg_catalog.pg_attribute a, t
+              WHERE a.attrelid = t.rel AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
+     ranged AS (SELECT true AS ok FROM pg_catalog.pg_partitioned_table p, t, col
+                 WHERE p.partrelid = t.rel AND p.partstrat = 'r' AND p.partnatts = 1 AND p.partattrs[0] = col.attnum),
+     fk_in AS (SELECT pg_catalog.string_agg(pg_catalog.format('%I on %s', c.conname, c.conrelid::pg_catalog.regclass), ', ' ORDER BY c.conname) AS names
+                 FROM pg_catalog.pg_constraint c, t WHERE c.contype = 'f' AND c.confrelid = t.rel AND c.conrelid <> t.rel),
+     own AS (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.conname), ', ' ORDER BY c.conname) AS names
+               FROM pg_catalog.pg_constraint c, t WHERE c.contype IN ('f', 'x') AND c.conrelid = t.rel),
+     views AS (SELECT pg_catalog.string_agg(DISTINCT r.ev_class::pg_catalog.regclass::text, ', ') AS names
+                 FROM pg_catalog.pg_depend dep JOIN pg_catalog.pg_rewrite r ON r.oid = dep.objid, t
+                WHERE dep.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND dep.refobjid = t.rel AND r.ev_class <> t.rel),
+     trg AS (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(g.tgname), ', ' ORDER BY g.tgname) AS names
+               FROM pg_catalog.pg_trigger g, t
+              WHERE g.tgrelid = t.rel AND NOT g.tgisinternal
+                AND (g.tgconstraint <> 0 OR g.tgoldtable IS NOT NULL OR g.tgnewtable IS NOT NULL)),
+     uniq AS (SELECT pg_catalog.string_agg(pg_catalog.format('%s (%s)', coalesce(pg_catalog.quote_ident(c.conname), 'index ' || pg_catalog.quote_ident(ic.relname)),
+                                                              pg_catalog.pg_get_indexdef(i.indexrelid)), '; ' ORDER BY ic.relname) AS names
+                FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                LEFT JOIN pg_catalog.pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid, t, col
+               WHERE i.indrelid = t.rel AND i.indisunique AND NOT col.attnum = ANY (i.indkey::int2[])
+                 AND (NOT $4 OR i.indexprs IS NOT NULL OR i.indpred IS NOT NULL))
+SELECT CASE
+    WHEN (SELECT rel FROM t) IS NULL THEN
+        pg_catalog.format('table %s does not exist: a dataset without `columns` names a table the application already has (declare `columns` to have pgretain create it)', (SELECT n FROM nm))
+    WHEN (SELECT relkind FROM k) NOT IN ('r', 'p') THEN
+        pg_catalog.format('%s is not a table', (SELECT n FROM nm))
+    WHEN NOT EXISTS (SELECT 1 FROM col WHERE col.clock IS NOT NULL) THEN
+        pg_catalog.format('column %I of %s is missing, or not a timestamptz, timestamp or date: name the retention clock in `time`', $2, (SELECT n FROM nm))
+    WHEN (SELECT clock FROM col) = 'timestamptz' AND $3 <> 'UTC' THEN
+        pg_catalog.format('%I of %s is a timestamptz, an instant: remove `time_zone` (it is only for timestamp and date clocks)', $2, (SELECT n FROM nm))
+    WHEN NOT (SELECT attnotnull FROM col) THEN
+        pg_catalog.format('column %I of %s may be NULL, and a row without a time never expires: fill it, then ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', $2, (SELECT n FROM nm), (SELECT n FROM nm), $2)
+    WHEN (SELECT relkind FROM k) = 'p' AND NOT EXISTS (SELECT 1 FROM ranged) THEN
+        pg_catalog.format('table %s is partitioned, but not by range on %I alone: pgretain cannot enforce retention on its partitions', (SELECT n FROM nm), $2)
+    WHEN (SELECT relkind FROM k) = 'p' THEN NULL   -- adopted as it is: its partitions stay
+    WHEN (SELECT names FROM fk_in) IS NOT NULL THEN
+        pg_catalog.format('foreign key %s references %s, and pgretain cannot move it: drop it, apply, then create it again (a key referencing a partitioned table must include %I)', (SELECT names FROM fk_in), (SELECT n FROM nm), $2)
+    WHEN (SELECT names FROM own) IS NOT NULL THEN
+        pg_catalog.format('%s has foreign keys or exclusion constraints of its own (%s): pgretain does not convert those yet; drop them, or keep the table out of the policy', (SELECT n FROM nm), (SELECT names FROM own))
+    WHEN (SELECT names FROM views) IS NOT NULL THEN
+        pg_catalog.format('view %s reads %s: after the conversion it would read only the old storage; drop it, apply, then create it again', (SELECT names FROM views), (SELECT n FROM nm))
+    WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i, t WHERE i.inhrelid = t.rel OR i.inhparent = t.rel) THEN
+        pg_catalog.format('%s takes part in table inheritance: pgretain cannot convert it', (SELECT n FROM nm))
+    WHEN (SELECT relrowsecurity OR relreplident = 'i' FROM k) THEN
+        pg_catalog.format('%s has row-level security or a replica identity USING INDEX: pgretain does not convert those yet', (SELECT n FROM nm))
+    WHEN (SELECT names FROM trg) IS NOT NULL THEN
+        pg_catalog.format('trigger %s of %s is a constraint trigger or uses transition tables, which a partitioned table cannot have', (SELECT names FROM trg), (SELECT n FROM nm))
+    WHEN (SELECT names FROM uniq) IS NOT NULL THEN
+        pg_catalog.format('unique key %s does not include %I, and a partitioned table''s unique keys must: %s', (SELECT names FROM uniq), $2,
+                          CASE WHEN $4 THEN 'an expression or partial unique index cannot be extended; drop it, or keep the table out of the policy'
+                               ELSE 'set `unique_keys: include_time` to have pgretain extend it by the clock (unique per key and time from then on)' END)
+END
+$refusal$;
+
+-- has_index(relation, columns): whether the table has a valid btree index on
+-- exactly these columns, in this order, without expressions or predicate
+-- (an existing table's own index serves pgretain as well as its own would).
+CREATE OR REPLACE FUNCTION retention.has_index(p_relation regclass, p_columns text[])
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+         WHERE i.indrelid = p_relation AND am.amname = 'btree' AND i.indexprs IS NULL AND i.indpred IS NULL
+           AND i.indnkeyatts = cardinality(p_columns)
+           AND (SELECT array_agg(a.attname::text ORDER BY k.n)
+                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                  JOIN pg_attribute a ON a.attrelid = p_relation AND a.attnum = k.attnum
+                 WHERE k.n <= i.indnkeyatts) = p_columns)
+$$;
+
+-- ensure_index(relation, columns, name): the index pgretain needs on an
+-- adopted table, unless the table has one already (has_index). On the old
+-- storage, `pgretain apply` built it beforehand, online, so creating it on
+-- the partitioned table attaches that one instead of building.
+CREATE OR REPLACE FUNCTION retention.ensure_index(p_relation regclass, p_columns text[], p_name text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF retention.has_index(p_relation, p_columns) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE INDEX %I ON %s (%s)', p_name, p_relation,
+                   (SELECT string_agg(quote_ident(c), ', ' ORDER BY n) FROM unnest(p_columns) WITH ORDINALITY AS u(c, n)));
+    RETURN true;
+END
+$$;
+
+-- adopt_bound(dataset, at): the upper bound F of an adopted table's old
+-- storage, which becomes one partition [MINVALUE, F): the start of the
+-- period after next, counted from the latest of now and the newest row,
+-- so that no row the application writes meanwhile falls outside it.
+CREATE OR REPLACE FUNCTION retention.adopt_bound(p_dataset text, p_at timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_max   timestamptz;
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    EXECUTE format('SELECT %s FROM %s t', retention.clock_of(p_dataset, format('max(t.%I)', d.time_column)), d.relation)
+        INTO v_max;
+    RETURN ((retention.period_start(d.granularity, greatest(p_at, v_max), d.time_zone) AT TIME ZONE d.time_zone)
+            + ('2 ' || d.granularity)::interval) AT TIME ZONE d.time_zone;
+END
+$$;
+
+-- adopt(dataset, include_time): makes the dataset's existing table its
+-- range-partitioned table, in place (SPEC §3 "Existing tables"):
+--   * a table already range-partitioned on the clock is kept as it is;
+--   * an ordinary table T becomes partition [MINVALUE, F) of a new
+--     partitioned table of the same name, columns, defaults, constraints,
+--     indexes, comments, grants, owner, triggers, sequences and publication
+--     membership; no row is copied or rewritten.
+-- What makes it short (the statements `pgretain apply` runs first, online,
+-- outside any transaction): CHECK (time < F) added NOT VALID and then
+-- validated (SHARE UPDATE EXCLUSIVE: reads and writes go on), so ATTACH
+-- need not scan T; every index the new table will have built on T with
+-- CREATE INDEX CONCURRENTLY (unique keys extended by the clock, and
+-- pgretain's own), so attaching reuses them. If they are missing (the
+-- migration applied by hand), adopt() does them here, which holds T's
+-- lock for as long as they take.
+-- Locks: ACCESS EXCLUSIVE on T from the first statement to the end of the
+-- migration's transaction (catalog work only: milliseconds to seconds),
+-- waiting at most the migration's lock_timeout.
+CREATE OR REPLACE FUNCTION retention.adopt(p_dataset text, p_include_time boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d         retention.dataset;
+    v_rel     regclass;
+    v_why     text;
+    v_schema  text;
+    v_name    text;
+    v_old     text;      -- the old storage's new name
+    v_parent  regclass;
+    v_bound   timestamptz;
+    v_def     text;
+    v_prefix  text;
+    v_cols    text;
+    r         record;
+    v_seq     record;
+    v_next    bigint;
+    v_opts    text;
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    v_why := retention.adopt_refusal(d.relation, d.time_column, d.time_zone, p_include_time);
+    IF v_why IS NOT NULL THEN
+        RAISE EXCEPTION 'pgretain: dataset "%" cannot adopt its table: %', p_dataset, v_why
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Nothing was applied.';
+    END IF;
+    v_rel := d.relation::regclass;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = v_rel) = 'p' THEN
+        RETURN format('%s is already range-partitioned on %I: its partitions are kept as they are', v_rel, d.time_column);
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_rel);
+    SELECT n.nspname, c.relname INTO v_schema, v_name
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel;
+    v_old := left(v_name, 54) || '_adopted';
+
+    -- 1. The bound: CHECK (time < F), validated (apply made it online).
+    SELECT (regexp_match(pg_get_constraintdef(c.oid), '< ''([^'']+)''::'))[1] INTO v_def
+      FROM pg_constraint c WHERE c.conrelid = v_rel AND c.conname = 'pgretain_adopt_bound' AND c.convalidated;
+    IF v_def IS NULL THEN
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS pgretain_adopt_bound', v_rel);
+        v_bound := retention.adopt_bound(p_dataset, now());
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT pgretain_adopt_bound CHECK (%I < %s)', v_rel, d.time_column,
+                       retention.clock_literal(p_dataset, v_bound));
+    ELSIF retention.clock_type(p_dataset) = 'timestamptz' THEN
+        v_bound := v_def::timestamptz;
+    ELSE
+        v_bound := v_def::timestamp without time zone AT TIME ZONE d.time_zone;
+    END IF;
+
+    -- 2. Unique keys extended by the clock: the index apply built (or one
+    -- built now) takes the key's place on the old storage.
+    FOR r IN
+        SELECT i.indexrelid, ic.relname AS index_name, c.conname, c.contype,
+               (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                  JOIN pg_attribute a ON a.attrelid = v_rel AND a.attnum = k.attnum) AS cols
+          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+          LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = v_rel
+         WHERE i.indrelid = v_rel AND i.indisunique
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_rel AND a.attname = d.time_column
+                                                          AND a.attnum = ANY (i.indkey::int2[]))
+         ORDER BY ic.relname
+    LOOP
+        v_def := left(r.index_name, 50) || '_with_time';
+        IF to_regclass(format('%I.%I', v_schema, v_def)) IS NULL THEN
+            EXECUTE format('CREATE UNIQUE INDEX %I ON %s (%s, %I)', v_def, v_rel, r.cols, d.time_column);
+        END IF;
+        IF r.conname IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', v_rel, r.conname);
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s USING INDEX %I', v_rel, left(r.conname, 54) || '_adopted',
+                           CASE r.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, v_def);
+        ELSE
+            EXECUTE format('DROP INDEX %I.%I', v_schema, r.index_name);
+            EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', v_schema, v_def, left(r.index_name, 54) || '_adopted');
+        END IF;
+    END LOOP;
+
+    -- 3. The old storage steps aside: renamed, with its indexes.
+    EXECUTE format('ALTER TABLE %s RENAME TO %I', v_rel, v_old);
+    FOR r IN SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+              WHERE i.indrelid = v_rel AND ic.relname NOT LIKE '%\_adopted' ORDER BY ic.relname LOOP
+        EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', v_schema, r.relname, left(r.relname, 54) || '_adopted');
+    END LOOP;
+
+    -- 4. The partitioned table, of the same shape (no identity yet: below).
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS
+                    INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION)
+                    PARTITION BY RANGE (%I)', v_schema, v_name, v_rel, d.time_column);
+    v_parent := format('%I.%I', v_schema, v_name)::regclass;
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT pgretain_adopt_bound', v_parent);
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', v_parent,
+                   (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = v_rel));
+    EXECUTE format('COMMENT ON TABLE %s IS %L', v_parent, obj_description(v_rel, 'pg_class'));
+
+    -- 5. Sequences: a serial's sequence now belongs to the new table; an
+    -- identity moves to it, going on from where it was.
+    FOR r IN SELECT a.attname, a.attidentity FROM pg_attribute a
+              WHERE a.attrelid = v_rel AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum LOOP
+        CONTINUE WHEN pg_get_serial_sequence(v_rel::text, r.attname) IS NULL;
+        SELECT s.*, c.oid AS seq INTO v_seq FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
+         WHERE c.oid = pg_get_serial_sequence(v_rel::text, r.attname)::regclass;
+        IF r.attidentity = '' THEN
+            EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', v_seq.seq::regclass, v_parent, r.attname);
+        ELSE
+            EXECUTE format('SELECT CASE WHEN is_called THEN last_value + %s ELSE last_value END FROM %s',
+                           v_seq.seqincrement, v_seq.seq::regclass) INTO v_next;
+            v_opts := format('INCREMENT BY %s MINVALUE %s MAXVALUE %s CACHE %s%s START WITH %s',
+                             v_seq.seqincrement, v_seq.seqmin, v_seq.seqmax, v_seq.seqcache,
+                             CASE WHEN v_seq.seqcycle THEN ' CYCLE' ELSE '' END, v_next);
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP IDENTITY', v_rel, r.attname);
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I ADD GENERATED %s AS IDENTITY (%s)', v_parent, r.attname,
+                           CASE r.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END, v_opts);
+        END IF;
+    END LOOP;
+
+    -- 6. Keys and indexes on the new table, under their old names; each is
+    -- matched to the same index of the old storage when it attaches, so
+    -- nothing is built.
+    FOR r IN SELECT c.conname, c.contype, i.indexrelid
+               FROM pg_constraint c JOIN pg_index i ON i.indexrelid = c.conindid
+              WHERE c.conrelid = v_rel AND c.contype IN ('p', 'u') ORDER BY c.conname LOOP
+        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n) INTO v_cols
+          FROM pg_index i, unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+          JOIN pg_attribute a ON a.attrelid = v_rel AND a.attnum = k.attnum
+         WHERE i.indexrelid = r.indexrelid;
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s (%s)', v_parent,
+                       CASE WHEN r.conname LIKE '%\_adopted' THEN left(r.conname, length(r.conname) - 8) ELSE r.conname END,
+                       CASE r.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, v_cols);
+    END LOOP;
+    FOR r IN SELECT ic.relname, i.indexrelid
+               FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+              WHERE i.indrelid = v_rel
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = v_rel)
+              ORDER BY ic.relname LOOP
+        v_def := pg_get_indexdef(r.indexrelid);
+        v_prefix := format(' INDEX %I ON %I.%I USING ', r.relname, v_schema, v_old);
+        IF position(v_prefix IN v_def) = 0 THEN
+            RAISE EXCEPTION 'pgretain: cannot read index % of %: %', r.relname, v_rel, v_def
+                USING HINT = 'Nothing was applied.';
+        END IF;
+        EXECUTE replace(v_def, v_prefix,
+                        format(' INDEX %I ON %s USING ', left(r.relname, length(r.relname) - 8), v_parent));
+    END LOOP;
+
+    -- 7. The application's triggers move to the new table (each fires once).
+    FOR r IN SELECT t.oid, t.tgname FROM pg_trigger t
+              WHERE t.tgrelid = v_rel AND NOT t.tgisinternal ORDER BY t.tgname LOOP
+        v_def := pg_get_triggerdef(r.oid);
+        EXECUTE format('DROP TRIGGER %I ON %s', r.tgname, v_rel);
+        EXECUTE replace(v_def, format(' ON %I.%I ', v_schema, v_old), format(' ON %s ', v_parent));
+    END LOOP;
+
+    -- 8. Grants (table and columns), replica identity, publications.
+    FOR r IN SELECT a.privilege_type, a.grantee, a.is_grantable
+               FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = v_rel AND a.grantee <> c.relowner LOOP
+        EXECUTE format('GRANT %s ON %s TO %s%s', r.privilege_type, v_parent,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
+                       CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    FOR r IN SELECT at.attname, a.privilege_type, a.grantee, a.is_grantable
+               FROM pg_attribute at, aclexplode(at.attacl) a
+              WHERE at.attrelid = v_rel AND at.attacl IS NOT NULL ORDER BY at.attnum LOOP
+        EXECUTE format('GRANT %s (%I) ON %s TO %s%s', r.privilege_type, r.attname, v_parent,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
+                       CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_rel) IN ('f', 'n') THEN
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', v_parent,
+                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_rel) WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+    END IF;
+    FOR r IN SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+              WHERE pr.prrelid = v_rel ORDER BY p.pubname LOOP
+        EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', r.pubname, v_parent);
+        EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', r.pubname, v_rel);
+    END LOOP;
+
+    -- 9. The old storage becomes the partition [MINVALUE, F): its CHECK
+    -- proves the bound, so PostgreSQL does not scan it.
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (MINVALUE) TO (%s)', v_parent, v_rel,
+                   retention.bound_literal(p_dataset, v_bound));
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT pgretain_adopt_bound', v_rel);
+    RETURN format('%s adopted: its rows are partition %s (times before %s); partitions from then on are new', v_parent, v_rel, v_bound);
+END
+$$;
+
+-- follow_replica_identity(dataset): every partition of the dataset's table
+-- (the default one included) gets the table's replica identity, FULL or
+-- NOTHING (the default, a primary key, is each partition's own index).
+-- A publication (CREATE PUBLICATION ... FOR ALL TABLES) checks each
+-- partition's identity on UPDATE and DELETE: without one, the
+-- application's updates and erasure would fail. Tables pgretain creates
+-- have no primary key (a key must include the clock), so they are FULL.
+CREATE OR REPLACE FUNCTION retention.follow_replica_identity(p_dataset text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ident "char";
+    v_n     integer := 0;
+    r       record;
+BEGIN
+    SELECT c.relreplident INTO v_ident FROM retention.dataset d JOIN pg_class c ON c.oid = d.relation::regclass
+     WHERE d.name = p_dataset;
+    IF v_ident NOT IN ('f', 'n') THEN
+        RETURN 0;
+    END IF;
+    FOR r IN SELECT p.partition FROM retention.partitions(p_dataset) p
+               JOIN pg_class c ON c.oid = p.partition WHERE c.relreplident <> v_ident LOOP
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', r.partition, CASE v_ident WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+        v_n := v_n + 1;
+    END LOOP;
+    RETURN v_n;
 END
 $$;
 
@@ -1739,14 +2167,114 @@ BEGIN
 END
 $$;
 
+-- erase_one(dataset, column, key, at, label): the erasure of one dataset,
+-- shared by erase() and erase_subject(): removes every row of the dataset
+-- whose `column` equals key, in the table and its archive, except rows
+-- under a hold active at `at`, and logs it (one run_log row) with the key's
+-- SHA-256 hash, never the key (`<label> sha256 = <hash>`). The key is
+-- compared as a value of the column's own type (`t.col = $2::uuid`), so
+-- the column's index serves; a key that is no such value matches nothing.
+--
+-- One statement over the table and the archive (data-modifying CTEs): with
+-- no hold active on the dataset (the usual case), just the deletes, one
+-- pass over the rows that have the key; with one, the deletes of the rows
+-- no hold covers and the count of those it keeps, from the same snapshot.
+-- Internal: not granted to anyone; the SECURITY DEFINER callers run it as
+-- the owner of schema retention.
+CREATE OR REPLACE FUNCTION retention.erase_one(p_dataset text, p_column text, p_key text,
+                                               p_at timestamptz, p_label text)
+RETURNS TABLE (rows_deleted bigint, archive_rows_deleted bigint, rows_kept_by_hold bigint, holds text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d        retention.dataset;
+    v_held   text;      -- SQL over a row `t` and $1: an active hold covers it
+    v_active boolean;   -- a hold is active on the dataset at p_at
+    v_type   text;
+    v_match  text;      -- SQL over a row `t` and $2: the row has the key
+    v_sql    text;
+    v_note   text;
+    v_hash   text := encode(sha256(convert_to(p_key, 'UTF8')), 'hex');
+BEGIN
+    SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgretain: unknown dataset "%"', p_dataset USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_type
+      FROM pg_attribute a
+     WHERE a.attrelid = d.relation::regclass AND a.attname = p_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF v_type IS NULL THEN
+        RAISE EXCEPTION 'pgretain: dataset "%" has no column "%" to erase by', p_dataset, p_column
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    v_held := retention.held_predicate(p_dataset);
+    v_active := EXISTS (SELECT 1 FROM retention.hold h
+                         WHERE h.dataset = p_dataset
+                           AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp));
+    v_match := format('t.%I = $2::%s', p_column, v_type);
+    rows_deleted := 0;
+    archive_rows_deleted := 0;
+    rows_kept_by_hold := 0;
+    BEGIN
+        EXECUTE format('SELECT $1::%s', v_type) USING p_key;
+    EXCEPTION WHEN data_exception THEN
+        v_note := format('the key is not a valid %s, so no row can match', v_type);
+    END;
+    IF v_note IS NULL THEN
+        -- e.g., for a dataset with an archive and an active hold:
+        --   WITH gone AS (DELETE FROM "app"."sessions" t WHERE t."conversation_id" = $2::uuid
+        --                 AND NOT retention.is_held(...) RETURNING 1),
+        --        gone_archive AS (DELETE FROM "archive"."sessions" t WHERE ... RETURNING 1),
+        --        kept AS (SELECT 1 FROM "app"."sessions" t WHERE ... AND retention.is_held(...)),
+        --        kept_archive AS (SELECT 1 FROM "archive"."sessions" t WHERE ... AND retention.is_held(...))
+        --   SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_archive),
+        --          (SELECT count(*) FROM kept) + (SELECT count(*) FROM kept_archive)
+        v_sql := format('WITH gone AS (DELETE FROM %s t WHERE %s%s RETURNING 1)',
+                        d.relation, v_match, CASE WHEN v_active THEN ' AND NOT ' || v_held ELSE '' END);
+        IF d.archive_relation IS NOT NULL THEN
+            v_sql := v_sql || format(', gone_archive AS (DELETE FROM %s t WHERE %s%s RETURNING 1)',
+                                     d.archive_relation, v_match,
+                                     CASE WHEN v_active THEN ' AND NOT ' || v_held ELSE '' END);
+        END IF;
+        IF v_active THEN
+            v_sql := v_sql || format(', kept AS (SELECT 1 FROM %s t WHERE %s AND %s)', d.relation, v_match, v_held);
+            IF d.archive_relation IS NOT NULL THEN
+                v_sql := v_sql || format(', kept_archive AS (SELECT 1 FROM %s t WHERE %s AND %s)',
+                                         d.archive_relation, v_match, v_held);
+            END IF;
+        END IF;
+        v_sql := v_sql || ' SELECT (SELECT count(*) FROM gone), '
+                 || CASE WHEN d.archive_relation IS NOT NULL THEN '(SELECT count(*) FROM gone_archive), ' ELSE '0::bigint, ' END
+                 || CASE WHEN NOT v_active THEN '0::bigint'
+                         WHEN d.archive_relation IS NOT NULL THEN '(SELECT count(*) FROM kept) + (SELECT count(*) FROM kept_archive)'
+                         ELSE '(SELECT count(*) FROM kept)' END;
+        EXECUTE v_sql INTO rows_deleted, archive_rows_deleted, rows_kept_by_hold USING p_at, p_key;
+    END IF;
+    SELECT string_agg(DISTINCT h.reason, '; ' ORDER BY h.reason) INTO holds
+      FROM retention.hold h
+     WHERE rows_kept_by_hold > 0 AND h.dataset = p_dataset
+       AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp);
+    INSERT INTO retention.run_log (dataset, action, reference_time, finished_at, outcome,
+                                   rows_deleted, archive_rows_deleted, rows_kept_by_hold, detail)
+        VALUES (p_dataset, 'erase', p_at, clock_timestamp(), 'ok', rows_deleted, archive_rows_deleted,
+                rows_kept_by_hold, p_label || ' sha256 = ' || v_hash
+                                   || CASE WHEN v_note IS NOT NULL THEN '; ' || v_note ELSE '' END
+                                   || CASE WHEN holds IS NOT NULL THEN '; kept by hold: ' || holds ELSE '' END);
+    RETURN NEXT;
+END
+$$;
+
 -- erase(dataset, key): on-demand erasure ("delete the session at any
 -- point"): removes every row of the dataset whose erase_by column equals
 -- key, in the table and its archive, except rows under an active hold,
--- which a hold keeps. The key is compared as a value of the column's own
--- type (so the column's index serves); a key that is no such value matches
--- nothing. Logs the erasure with the key's SHA-256 hash, never the key.
--- Returns what it did. SECURITY DEFINER: the application calls it, and it
--- deletes and logs as the owner of schema retention.
+-- which a hold keeps (erase_one). Logs the erasure with the key's SHA-256
+-- hash, never the key. Returns what it did. SECURITY DEFINER: the
+-- application calls it, and it deletes and logs as the owner of schema
+-- retention.
 CREATE OR REPLACE FUNCTION retention.erase(p_dataset text, p_key text)
 RETURNS TABLE (rows_deleted bigint, archive_rows_deleted bigint, rows_kept_by_hold bigint, holds text)
 LANGUAGE plpgsql
@@ -1757,13 +2285,7 @@ SET DateStyle = 'ISO, YMD'
 SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
-    d       retention.dataset;
-    v_now   timestamptz := now();
-    v_held  text;
-    v_type  text;
-    v_match text;
-    v_note  text;
-    v_hash  text := encode(sha256(convert_to(p_key, 'UTF8')), 'hex');
+    d retention.dataset;
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
@@ -1773,46 +2295,46 @@ BEGIN
         RAISE EXCEPTION 'pgretain: dataset "%" has no erase_by column', p_dataset
             USING ERRCODE = 'feature_not_supported', HINT = 'add erase_by to the dataset in the policy';
     END IF;
-    SELECT format_type(a.atttypid, a.atttypmod) INTO v_type
-      FROM pg_attribute a
-     WHERE a.attrelid = d.relation::regclass AND a.attname = d.erase_column AND NOT a.attisdropped;
-    v_held := retention.held_predicate(p_dataset);
-    v_match := format('t.%I = $2::%s', d.erase_column, v_type);
-    rows_deleted := 0;
-    archive_rows_deleted := 0;
-    rows_kept_by_hold := 0;
-    BEGIN
-        EXECUTE format('SELECT $1::%s', v_type) USING p_key;
-    EXCEPTION WHEN data_exception THEN
-        v_note := format('the key is not a valid %s, so no row can match', v_type);
-    END;
-    IF v_note IS NULL THEN
-        EXECUTE format('DELETE FROM %s t WHERE %s AND NOT %s', d.relation, v_match, v_held)
-            USING v_now, p_key;
-        GET DIAGNOSTICS rows_deleted = ROW_COUNT;
-        IF d.archive_relation IS NOT NULL THEN
-            EXECUTE format('DELETE FROM %s t WHERE %s AND NOT %s', d.archive_relation, v_match, v_held)
-                USING v_now, p_key;
-            GET DIAGNOSTICS archive_rows_deleted = ROW_COUNT;
-        END IF;
-        EXECUTE format('SELECT count(*) FROM %s t WHERE %s AND %s', d.relation, v_match, v_held)
-            INTO rows_kept_by_hold USING v_now, p_key;
-        IF d.archive_relation IS NOT NULL THEN
-            EXECUTE format('SELECT $3 + count(*) FROM %s t WHERE %s AND %s', d.archive_relation, v_match, v_held)
-                INTO rows_kept_by_hold USING v_now, p_key, rows_kept_by_hold;
-        END IF;
+    RETURN QUERY SELECT * FROM retention.erase_one(p_dataset, d.erase_column, p_key, now(), 'erase_by');
+END
+$$;
+
+-- erase_subject(subject, key): erasure across datasets by one key (the
+-- policy's `subjects`, GDPR art. 17): for every dataset of the subject
+-- (retention.subject), in the order of their names, removes the rows whose
+-- subject column equals key, in the table and its archive, except rows
+-- under an active hold (erase_one). One call, so one transaction: if the
+-- erasure of one dataset fails, nothing is erased from any. One run_log row
+-- per dataset (`subject <name>: <column> sha256 = <hash>`, never the key)
+-- and one returned row per dataset. SECURITY DEFINER, like erase().
+CREATE OR REPLACE FUNCTION retention.erase_subject(p_subject text, p_key text)
+RETURNS TABLE (dataset text, rows_deleted bigint, archive_rows_deleted bigint, rows_kept_by_hold bigint, holds text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    s     record;
+    v_now timestamptz := now();
+    v_any boolean := false;
+BEGIN
+    FOR s IN SELECT r.dataset AS name, r.column_name FROM retention.subject r
+              WHERE r.name = p_subject ORDER BY r.dataset LOOP
+        v_any := true;
+        RETURN QUERY SELECT s.name, e.rows_deleted, e.archive_rows_deleted, e.rows_kept_by_hold, e.holds
+                       FROM retention.erase_one(s.name, s.column_name, p_key, v_now,
+                                                'subject ' || p_subject || ': ' || s.column_name) e;
+    END LOOP;
+    IF NOT v_any THEN
+        RAISE EXCEPTION 'pgretain: unknown subject "%"', p_subject
+            USING ERRCODE = 'undefined_object',
+                  HINT = coalesce('the subjects are: ' || (SELECT string_agg(DISTINCT r.name, ', ' ORDER BY r.name)
+                                                            FROM retention.subject r),
+                                  'the policy defines no subjects');
     END IF;
-    SELECT string_agg(DISTINCT h.reason, '; ' ORDER BY h.reason) INTO holds
-      FROM retention.hold h
-     WHERE rows_kept_by_hold > 0 AND h.dataset = p_dataset
-       AND (h.until IS NULL OR (v_now AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp);
-    INSERT INTO retention.run_log (dataset, action, reference_time, finished_at, outcome,
-                                   rows_deleted, archive_rows_deleted, rows_kept_by_hold, detail)
-        VALUES (p_dataset, 'erase', v_now, clock_timestamp(), 'ok', rows_deleted, archive_rows_deleted,
-                rows_kept_by_hold, 'erase_by sha256 = ' || v_hash
-                                   || CASE WHEN v_note IS NOT NULL THEN '; ' || v_note ELSE '' END
-                                   || CASE WHEN holds IS NOT NULL THEN '; kept by hold: ' || holds ELSE '' END);
-    RETURN NEXT;
 END
 $$;
 

@@ -103,20 +103,29 @@ pub fn triggers(ds: &Dataset) -> String {
         ));
         // The ceiling in the clock's own type (a wall time in its zone).
         let (ty, ceiling_at) = match ds.clock() {
-            Clock::Timestamptz => (
-                "timestamptz",
+            Some(Clock::Timestamptz) => (
+                "timestamptz".to_string(),
                 format!("now() + interval {}", lit(SLIDING_CEILING)),
             ),
-            Clock::Timestamp => (
-                "timestamp",
+            // An existing table: the column's own type, whatever it is.
+            None => (
+                format!("{rel}.{t}%TYPE"),
+                format!(
+                    "retention.clock_value(NEW.{t}, now() + interval {}, {}::text)",
+                    lit(SLIDING_CEILING),
+                    lit(ds.zone())
+                ),
+            ),
+            Some(Clock::Timestamp) => (
+                "timestamp".to_string(),
                 format!(
                     "(now() + interval {}) AT TIME ZONE {}::text",
                     lit(SLIDING_CEILING),
                     lit(ds.zone())
                 ),
             ),
-            Clock::Date => (
-                "date",
+            Some(Clock::Date) => (
+                "date".to_string(),
                 format!(
                     "((now() + interval {}) AT TIME ZONE {}::text)::date",
                     lit(SLIDING_CEILING),

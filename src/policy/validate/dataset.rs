@@ -5,7 +5,7 @@
 
 use crate::model::{
     Archive, ChangesApplyTo, Clock, Column, Dataset, Duration, Granularity, OnExpiry, Source,
-    ARCHIVE_COLUMNS, DEFAULT_PARTITION_SUFFIX, STAMP_COLUMN,
+    UniqueKeys, ARCHIVE_COLUMNS, DEFAULT_PARTITION_SUFFIX, STAMP_COLUMN,
 };
 use crate::policy::columns::{self, COLUMN_HELP};
 use crate::policy::cron;
@@ -317,6 +317,27 @@ pub(super) fn dataset(
             }
         }
     }
+    if s.columns.is_some() && s.unique_keys.is_some() && !reported("unique_keys") {
+        cx.err(
+            src,
+            &p("unique_keys"),
+            At::Key,
+            format!("{what}: `unique_keys` is set, but pgretain creates this table (it has `columns`), with no unique key of its own"),
+            "remove `unique_keys` (it is only for an existing table, a dataset without `columns`)",
+        );
+    }
+    if s.columns.is_none()
+        && s.changes_apply_to == Some(ChangesApplyTo::NewRows)
+        && !reported("changes_apply_to")
+    {
+        cx.err(
+            src,
+            &p("changes_apply_to"),
+            At::Value,
+            format!("{what}: `changes_apply_to: new_rows` needs a stamped retention on every row, which an existing table's rows do not have yet"),
+            "use `changes_apply_to: all_rows` (the default) for an existing table, or declare `columns` so pgretain creates the table",
+        );
+    }
     if let (Some(zone), false) = (&s.time_zone, reported("time_zone")) {
         if clock == Some(Clock::Timestamptz) {
             cx.err(
@@ -591,6 +612,7 @@ pub(super) fn dataset(
         archive,
         sliding: s.sliding.unwrap_or(false),
         changes_apply_to: s.changes_apply_to.unwrap_or(ChangesApplyTo::AllRows),
+        unique_keys: s.unique_keys.unwrap_or_default(),
         erase_by: s.erase_by.clone(),
         sensitive,
         schedule: f
@@ -637,6 +659,7 @@ fn placeholder(name: &str) -> Dataset {
         columns: None,
         time: String::new(),
         time_zone: None,
+        unique_keys: UniqueKeys::Refuse,
         tenant: None,
         environment: None,
         keep: Duration {

@@ -5,10 +5,12 @@
 //!
 //! Here: the file-level keys, the datasets' names, overrides and holds, and
 //! the helpers every check shares. One dataset's own keys are checked in
-//! `dataset`; `access` and `run_log_keep` in `settings`.
+//! `dataset`; `access` and `run_log_keep` in `settings`; `subjects` in
+//! `subjects`.
 
 mod dataset;
 mod settings;
+mod subjects;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -549,6 +551,13 @@ pub(crate) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         }
     }
 
+    // Subjects: over the datasets, as far as they validated.
+    let by_model: BTreeMap<String, Option<&Dataset>> = by_name
+        .iter()
+        .map(|(n, &i)| (n.clone(), found[i].model.as_ref()))
+        .collect();
+    let subjects = subjects::subjects(&mut cx, files, &by_model, datasets_known);
+
     // A policy that retains nothing is almost certainly a mistake (a wrong
     // directory, an emptied file): say so rather than compile no rules.
     if found.is_empty() && cx.diags.is_empty() {
@@ -576,6 +585,7 @@ pub(crate) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         access,
         run_log_keep,
         run_log_keep_source,
+        subjects,
     }
 }
 
