@@ -360,3 +360,72 @@ fn refusals_name_the_table_and_exit_2_or_3() {
     let out = cli(&url, &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// What the stub says is true of adoption: as written, `apply` refuses the
+/// primary key without the clock, as its `unique_keys` comment says; with
+/// that line uncommented, the Chatwoot table is adopted in place and keeps
+/// its rows.
+#[test]
+fn the_stub_adopts_once_its_unique_keys_line_is_uncommented() {
+    use pgretain::cmd::apply::{apply, ApplyOptions};
+    use pgretain::cmd::compile::{compile, CompileOptions};
+
+    let cluster = Cluster::start();
+    let url = chatwoot(&cluster);
+    cluster
+        .client("chatwoot")
+        .batch_execute(
+            "INSERT INTO public.messages (content, account_id, inbox_id, conversation_id, message_type, created_at, updated_at)
+             SELECT 'hello ' || g, 1 + g % 3, 1, g, 0, now() - g * interval '1 day', now()
+               FROM generate_series(1, 50) g",
+        )
+        .unwrap();
+    let yaml = init(&opts(&url, &["public.messages"], None))
+        .unwrap()
+        .yaml
+        .unwrap();
+    let deploy = |yaml: &str| {
+        let policy = tempfile::tempdir().unwrap();
+        let generated = tempfile::tempdir().unwrap();
+        std::fs::write(policy.path().join("messages.yaml"), yaml).unwrap();
+        compile(&CompileOptions {
+            policy_dir: policy.path().to_path_buf(),
+            generated_dir: generated.path().to_path_buf(),
+            check: false,
+            allow_destructive: false,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        apply(&ApplyOptions {
+            database_url: Some(url.clone()),
+            generated_dir: generated.path().to_path_buf(),
+            dry_run: false,
+            cron_database: None,
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+
+    let refused = deploy(&yaml).unwrap_err();
+    assert!(refused.contains("unique_keys: include_time"), "{refused}");
+
+    let line = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("# unique_keys: include_time"))
+        .expect("the commented unique_keys line");
+    let allowed = yaml.replace(line, "    unique_keys: include_time");
+    deploy(&allowed).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = cluster.client("chatwoot");
+    let kind: String = c
+        .query_one(
+            "SELECT relkind::text FROM pg_class WHERE oid = 'public.messages'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "p");
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM public.messages", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 50);
+}
