@@ -179,11 +179,25 @@ fn chatwoot_stub_is_exact_deterministic_and_checks() {
         "{}",
         text(&out.stdout)
     );
-    let one = init(&opts(&url, &["public.messages"], None)).unwrap();
+    let one = init(&opts(&url, &["public.messages"], None))
+        .unwrap()
+        .yaml
+        .unwrap();
     assert_eq!(
         std::fs::read_to_string(out_dir.join("messages.yaml")).unwrap(),
-        one.yaml.unwrap()
+        one
     );
+    // The policy reference shows this very stub.
+    let reference = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/policy-reference.md"),
+    )
+    .unwrap();
+    let shown = reference
+        .split("The stub for a Chatwoot `messages` table, `pgretain init public.messages`:\n\n```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the stub in docs/policy-reference.md §11");
+    assert_eq!(shown, one, "docs/policy-reference.md §11 shows an old stub");
     let summary = pgretain::cmd::check::check(&out_dir).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         summary,
