@@ -123,6 +123,17 @@ enum Command {
     },
     /// Print the policy language as JSON Schema, for editors.
     Schema,
+    /// Write a policy stub for existing tables, guessed from the live database.
+    Init {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Write DIR/<dataset>.yaml per table (never over an existing file); without it, print the stub.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The tables, as schema.table.
+        #[arg(required = true, value_name = "TABLE")]
+        tables: Vec<String>,
+    },
 }
 
 /// The database of a command that reads or changes one.
@@ -328,6 +339,14 @@ fn main() -> ExitCode {
                 database_url: db.database_url,
                 generated_dir: generated.generated,
                 cron_database: cron.cron_database,
+            }),
+            text,
+        ),
+        Command::Init { db, out, tables } => finish(
+            cmd::init::init(&cmd::init::InitOptions {
+                database_url: db.database_url,
+                tables,
+                out,
             }),
             text,
         ),

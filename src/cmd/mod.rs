@@ -13,6 +13,7 @@ pub mod apply;
 pub mod check;
 pub mod compile;
 pub mod erase;
+pub mod init;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -7,9 +7,10 @@
 //! overrides, holds, tenant settings, partitions, runs, expired rows),
 //! pg_cron's jobs (`cron`), the routine fingerprints (`fingerprint`), the
 //! roles of `access` (`roles`), existing tables before they are adopted
-//! (`adopt`), enforcement and erasure (`enforce`), the
-//! report's evidence (`evidence`) and plan's rolled-back rehearsal
-//! (`rehearsal`). The commands orchestrate; they never write SQL. Names of
+//! (`adopt`), enforcement and erasure (`enforce`), the report's evidence
+//! (`evidence`), plan's rolled-back rehearsal (`rehearsal`) and the shape
+//! of an existing table for `init` (`introspect`). The commands
+//! orchestrate; they never write SQL. Names of
 //! what pgretain created come from `render::names`, literals and
 //! identifiers from `render::text`.
 //!
@@ -27,6 +28,7 @@ pub mod enforce;
 pub mod evidence;
 pub mod fingerprint;
 pub mod history;
+pub mod introspect;
 pub mod rehearsal;
 pub mod roles;
 pub mod runs;

@@ -229,6 +229,22 @@ pub fn load(dir: &Path) -> Result<Policy, Diagnostics> {
     }
 }
 
+/// Validate one policy file given as text, as `load` would if it were the
+/// only file of a directory (`display` names it in diagnostics): for text
+/// pgretain writes itself (`pgretain init`'s stub), checked before it is shown.
+pub fn load_text(display: &Path, text: &str) -> Result<Policy, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let parsed: Vec<_> = parse::parse_text(display, text, &mut diags)
+        .into_iter()
+        .collect();
+    let policy = validate::validate(&parsed, &mut diags);
+    if diags.is_empty() {
+        Ok(policy)
+    } else {
+        Err(diags.finish())
+    }
+}
+
 /// A diagnostic about a file or directory as a whole (no line to show).
 fn whole(path: &Path, message: String, help: &str) -> Diagnostic {
     Diagnostic {

@@ -106,7 +106,12 @@ pub(super) fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedF
             return None;
         }
     };
-    if let Some(pos) = too_deep(&text) {
+    parse_text(path, &text, diags)
+}
+
+/// Parse the text of one file (`path` names it in diagnostics).
+pub(super) fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<ParsedFile> {
+    if let Some(pos) = too_deep(text) {
         // Both YAML parsers take quadratic time on absurd nesting; refuse
         // it before parsing (deserializing fails beyond 128 levels anyway).
         let src = SourceFile {
@@ -123,8 +128,8 @@ pub(super) fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<ParsedF
         diags.push(d);
         return None;
     }
-    let src = SourceFile::new(path.to_path_buf(), &text);
-    let root: Value = match serde_yaml::from_str(&text) {
+    let src = SourceFile::new(path.to_path_buf(), text);
+    let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             diags.push(yaml_error(&src, &e));
