@@ -356,6 +356,23 @@ fn refusals_name_the_table_and_exit_2_or_3() {
     assert!(done.warnings()[0]
         .contains("ALTER TABLE public.events ALTER COLUMN created_at SET NOT NULL"));
 
+    // What apply would refuse besides is said as a warning: a view reading
+    // the table.
+    let mut c = cluster.client("app");
+    c.batch_execute(
+        "CREATE TABLE public.viewed (id bigint, created_at timestamptz NOT NULL);
+         CREATE VIEW public.recent_viewed AS SELECT * FROM public.viewed",
+    )
+    .unwrap();
+    let done = init(&opts(&url, &["public.viewed"], None)).unwrap();
+    assert_eq!(done.warnings().len(), 1, "{:?}", done.warnings());
+    assert!(
+        done.warnings()[0].contains("would refuse to adopt it")
+            && done.warnings()[0].contains("view public.recent_viewed reads public.viewed"),
+        "{:?}",
+        done.warnings()
+    );
+
     // A database that cannot be reached: exit 3.
     let down = format!(
         "host={} port={} user=postgres dbname=app",

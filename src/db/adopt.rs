@@ -46,6 +46,24 @@ fn refusal_sql() -> Result<&'static str, DbError> {
 
 /// Why `ds`'s existing table cannot be adopted; `None` when it can.
 pub fn refusal(client: &mut Client, ds: &Dataset) -> Result<Option<String>, DbError> {
+    refusal_of(
+        client,
+        &relation(ds),
+        &ds.time,
+        ds.zone(),
+        ds.unique_keys == UniqueKeys::IncludeTime,
+    )
+}
+
+/// Why table `relation` (quoted, schema-qualified) with clock `time` in
+/// `zone` cannot be adopted; `None` when it can.
+pub fn refusal_of(
+    client: &mut Client,
+    relation: &str,
+    time: &str,
+    zone: &str,
+    include_time: bool,
+) -> Result<Option<String>, DbError> {
     let stmt = client
         .prepare_typed(
             refusal_sql()?,
@@ -53,15 +71,7 @@ pub fn refusal(client: &mut Client, ds: &Dataset) -> Result<Option<String>, DbEr
         )
         .map_err(ctx("checking the existing table"))?;
     let row = client
-        .query_one(
-            &stmt,
-            &[
-                &relation(ds),
-                &ds.time,
-                &ds.zone(),
-                &(ds.unique_keys == UniqueKeys::IncludeTime),
-            ],
-        )
+        .query_one(&stmt, &[&relation, &time, &zone, &include_time])
         .map_err(ctx("checking the existing table"))?;
     col(&row, 0)
 }

@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{exit, Failure, Outcome};
-use crate::db::{connect, introspect, DbError};
+use crate::db::{adopt, connect, introspect, DbError};
+use crate::render::text::ident;
 
 pub use guess::TODO_DESCRIPTION;
 
@@ -187,7 +188,7 @@ pub fn init(opts: &InitOptions) -> Result<Initialized, InitError> {
         return Err(InitError::Invalid(errors));
     }
     let entries: Vec<(String, guess::Guess)> = names.iter().cloned().zip(guesses).collect();
-    let notes = entries
+    let mut notes: Vec<String> = entries
         .iter()
         .filter(|(_, g)| !g.time.not_null)
         .map(|(_, g)| {
@@ -197,6 +198,20 @@ pub fn init(opts: &InitOptions) -> Result<Initialized, InitError> {
             )
         })
         .collect();
+    // What `apply` would refuse besides (unique keys are the stub's own
+    // comment, and a nullable clock the note above).
+    for ((schema, table), (_, g)) in tables.iter().zip(&entries) {
+        if !g.time.not_null {
+            continue;
+        }
+        let rel = format!("{}.{}", ident(schema), ident(table));
+        if let Some(why) = adopt::refusal_of(&mut client, &rel, &g.time.column, "UTC", true)? {
+            notes.push(format!(
+                "{}: `pgretain apply` would refuse to adopt it as it is now: {why}",
+                g.table
+            ));
+        }
+    }
     let datasets = |files: Option<&[PathBuf]>| -> Vec<StubDataset> {
         entries
             .iter()
