@@ -727,11 +727,8 @@ BEGIN
                        retention.bound_literal(p_dataset, v_upper));
     END IF;
     -- A partition publishes its own UPDATEs and DELETEs: it takes the
-    -- table's replica identity (see follow_replica_identity).
-    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) IN ('f', 'n') THEN
-        EXECUTE format('ALTER TABLE %I.%I REPLICA IDENTITY %s', v_schema, v_name,
-                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
-    END IF;
+    -- table's replica identity.
+    PERFORM retention.follow_replica_identity(p_dataset);
     RETURN true;
 END
 $$;
@@ -844,20 +841,25 @@ $refusal$;
 -- has_index(relation, columns): whether the table has a valid btree index on
 -- exactly these columns, in this order, without expressions or predicate
 -- (an existing table's own index serves pgretain as well as its own would).
+-- `pgretain apply` runs this very query (between the $has_index$ quotes,
+-- the relation passed as text) before the runtime may exist.
 CREATE OR REPLACE FUNCTION retention.has_index(p_relation regclass, p_columns text[])
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
-         WHERE i.indrelid = p_relation AND am.amname = 'btree' AND i.indexprs IS NULL AND i.indpred IS NULL
-           AND i.indnkeyatts = cardinality(p_columns)
-           AND (SELECT array_agg(a.attname::text ORDER BY k.n)
-                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
-                  JOIN pg_attribute a ON a.attrelid = p_relation AND a.attnum = k.attnum
-                 WHERE k.n <= i.indnkeyatts) = p_columns)
-$$;
+AS $has_index$
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_index i
+      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+      JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+     WHERE i.indrelid = $1::text::pg_catalog.regclass AND am.amname = 'btree'
+       AND i.indexprs IS NULL AND i.indpred IS NULL AND i.indisvalid
+       AND i.indnkeyatts = pg_catalog.cardinality($2::text[])
+       AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.n)
+              FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE k.n <= i.indnkeyatts) = $2::text[])
+$has_index$;
 
 -- ensure_index(relation, columns, name): the index pgretain needs on an
 -- adopted table, unless the table has one already (has_index). On the old

@@ -29,18 +29,19 @@ use crate::render::RUNTIME_SQL;
 /// The name of the constraint that bounds the old storage.
 pub const BOUND_CONSTRAINT: &str = "pgretain_adopt_bound";
 
-/// The refusal query: the body of `retention.adopt_refusal`.
-fn refusal_sql() -> Result<&'static str, DbError> {
-    let start = RUNTIME_SQL
-        .find("AS $refusal$\n")
-        .map(|i| i + "AS $refusal$\n".len());
-    let end = RUNTIME_SQL.find("$refusal$;");
+/// The body of a runtime function written as one query over positional
+/// parameters between `$tag$` quotes (`retention.adopt_refusal`,
+/// `retention.has_index`), to run before the runtime is installed.
+fn runtime_body(tag: &str) -> Result<&'static str, DbError> {
+    let open = format!("AS ${tag}$\n");
+    let close = format!("${tag}$;");
+    let start = RUNTIME_SQL.find(&open).map(|i| i + open.len());
+    let end = RUNTIME_SQL.find(&close);
     match (start, end) {
         (Some(s), Some(e)) if s < e => Ok(&RUNTIME_SQL[s..e]),
-        _ => Err(DbError(
-            "pgretain's runtime has no adopt_refusal body (a build of pgretain from damaged sources)"
-                .into(),
-        )),
+        _ => Err(DbError(format!(
+            "pgretain's runtime has no {tag} body (a build of pgretain from damaged sources)"
+        ))),
     }
 }
 
@@ -66,7 +67,7 @@ pub fn refusal_of(
 ) -> Result<Option<String>, DbError> {
     let stmt = client
         .prepare_typed(
-            refusal_sql()?,
+            runtime_body("refusal")?,
             &[Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL],
         )
         .map_err(ctx("checking the existing table"))?;
@@ -167,22 +168,12 @@ fn missing_indexes(
             out.push((name, true, format!("{cols}, {}", ident(&ds.time))));
         }
     }
+    let has_index = client
+        .prepare_typed(runtime_body("has_index")?, &[Type::TEXT, Type::TEXT_ARRAY])
+        .map_err(ctx("reading the table's indexes"))?;
     for cols in names::enforcement_indexes(ds) {
         let have = client
-            .query_one(
-                "SELECT EXISTS (
-                    SELECT 1 FROM pg_catalog.pg_index i
-                      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-                      JOIN pg_catalog.pg_am am ON am.oid = ic.relam
-                     WHERE i.indrelid = pg_catalog.to_regclass($1) AND am.amname = 'btree'
-                       AND i.indexprs IS NULL AND i.indpred IS NULL AND i.indisvalid
-                       AND i.indnkeyatts = pg_catalog.cardinality($2::text[])
-                       AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.n)
-                              FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
-                              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                             WHERE k.n <= i.indnkeyatts) = $2::text[])",
-                &[&rel, &cols],
-            )
+            .query_one(&has_index, &[&rel, &cols])
             .map_err(ctx("reading the table's indexes"))?;
         if !col::<bool>(&have, 0)? {
             // Named as the partitioned table's index will be: adopt() gives
