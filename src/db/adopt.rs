@@ -278,14 +278,17 @@ pub fn prepare(client: &mut Client, ds: &Dataset, progress: Progress) -> Result<
         let secs = started.elapsed().as_secs_f64().max(0.001);
         progress(&format!("{}: {name}: {:.0} rows/s", ds.name, rows / secs));
     }
-    let valid = client
-        .query_one(
+    // Whether the bound exists (and is validated); a failed query is an
+    // error, not "no bound".
+    let valid: Option<bool> = client
+        .query_opt(
             "SELECT c.convalidated FROM pg_catalog.pg_constraint c
               WHERE c.conrelid = pg_catalog.to_regclass($1) AND c.conname = $2",
             &[&rel, &BOUND_CONSTRAINT],
         )
-        .map(|r| r.get::<_, bool>(0))
-        .ok();
+        .map_err(ctx("reading the bound of the old storage"))?
+        .map(|r| col(&r, 0))
+        .transpose()?;
     if valid.is_none() {
         let bound = bound_literal(client, ds)?;
         step(
