@@ -26,6 +26,15 @@ datasets:
     keep: 180 days
     partition: month
 
+  conversations:
+    description: Conversations (History > Conversations).
+    table: public.conversations
+    time: last_activity_at
+    tenant: account_id
+    unique_keys: include_time
+    keep: 365 days
+    partition: month
+
 overrides:
   - tenant: "7"
     keep: { messages: 365 days }
@@ -81,6 +90,53 @@ CREATE TRIGGER messages_touch BEFORE UPDATE ON public.messages
   FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 ALTER TABLE public.messages OWNER TO chatwoot;
 GRANT SELECT ON public.messages TO reporting;
+
+CREATE TABLE public.conversations (
+    id serial PRIMARY KEY,
+    account_id integer NOT NULL,
+    inbox_id integer NOT NULL,
+    status integer DEFAULT 0 NOT NULL,
+    assignee_id integer,
+    created_at timestamp(6) without time zone NOT NULL,
+    updated_at timestamp(6) without time zone NOT NULL,
+    contact_id bigint,
+    display_id integer NOT NULL,
+    contact_last_seen_at timestamp without time zone,
+    agent_last_seen_at timestamp without time zone,
+    additional_attributes jsonb DEFAULT '{}'::jsonb,
+    contact_inbox_id bigint,
+    uuid uuid DEFAULT gen_random_uuid() NOT NULL,
+    identifier character varying,
+    last_activity_at timestamp without time zone DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    team_id bigint,
+    campaign_id bigint,
+    snoozed_until timestamp without time zone,
+    custom_attributes jsonb DEFAULT '{}'::jsonb,
+    assignee_last_seen_at timestamp without time zone,
+    first_reply_created_at timestamp without time zone,
+    priority integer,
+    sla_policy_id bigint,
+    cached_label_list text
+);
+CREATE UNIQUE INDEX index_conversations_on_account_id_and_display_id ON public.conversations (account_id, display_id);
+CREATE INDEX index_conversations_on_account_id ON public.conversations (account_id);
+CREATE INDEX conv_acid_inbid_stat_asgnid_idx ON public.conversations (account_id, inbox_id, status, assignee_id);
+CREATE INDEX index_conversations_on_assignee_id_and_account_id ON public.conversations (assignee_id, account_id);
+CREATE INDEX index_conversations_on_campaign_id ON public.conversations (campaign_id);
+CREATE INDEX index_conversations_on_contact_id ON public.conversations (contact_id);
+CREATE INDEX index_conversations_on_contact_inbox_id ON public.conversations (contact_inbox_id);
+CREATE INDEX index_conversations_on_first_reply_created_at ON public.conversations (first_reply_created_at);
+CREATE INDEX index_conversations_on_id_and_account_id ON public.conversations (account_id, id);
+CREATE INDEX index_conversations_on_inbox_id ON public.conversations (inbox_id);
+CREATE INDEX index_conversations_on_priority ON public.conversations (priority);
+CREATE INDEX index_conversations_on_status_and_account_id ON public.conversations (status, account_id);
+CREATE INDEX index_conversations_on_status_and_priority ON public.conversations (status, priority);
+CREATE INDEX index_conversations_on_team_id ON public.conversations (team_id);
+CREATE UNIQUE INDEX index_conversations_on_uuid ON public.conversations (uuid);
+CREATE INDEX index_conversations_on_last_activity_at ON public.conversations (last_activity_at);
+CREATE INDEX index_conversations_on_custom_attributes ON public.conversations USING gin (custom_attributes);
+ALTER TABLE public.conversations OWNER TO chatwoot;
+GRANT SELECT ON public.conversations TO reporting;
 "#;
 
 /// ~`rows` messages spread over 540 days, times in UTC wall time.
@@ -132,7 +188,16 @@ fn a_chatwoot_table_is_adopted_online_with_everything_it_had() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
     d.sql(&fill(rows));
-    d.sql("ANALYZE public.messages");
+    d.sql(
+        "INSERT INTO public.conversations (account_id, inbox_id, status, created_at, updated_at, display_id,
+                                           last_activity_at, custom_attributes)
+         SELECT n % 20, n % 50, n % 3, (now() AT TIME ZONE 'UTC') - (n % 540) * interval '1 day',
+                (now() AT TIME ZONE 'UTC') - (n % 540) * interval '1 day', n,
+                (now() AT TIME ZONE 'UTC') - (n % 540) * interval '1 day' - (n % 86400) * interval '1 second',
+                jsonb_build_object('n', n)
+           FROM generate_series(1, 50000) AS n",
+    );
+    d.sql("ANALYZE public.messages; ANALYZE public.conversations");
     let mut c = d.app();
     let max_id: i32 = c
         .query_one("SELECT max(id) FROM public.messages", &[])
@@ -308,7 +373,61 @@ fn a_chatwoot_table_is_adopted_online_with_everything_it_had() {
         .unwrap()
         .get(0);
     assert!(expected_left < total && expected_left > total / 4);
-    d.run_at("messages", &t);
+    let kept_sum: String = c
+        .query_one(
+            &format!("SELECT md5(string_agg(m::text, '|' ORDER BY m.id)) FROM public.messages m WHERE m.id IN ({})",
+                     oracle.replace("SELECT count(*)", "SELECT m.id")),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let indexes_before_run = index_defs(&mut c);
+
+    // The first run's WAL against one DELETE of the same rows from the
+    // same table unpartitioned (every index included), each after a
+    // checkpoint.
+    let expired = format!("NOT ({})", oracle.split_once("WHERE").unwrap().1);
+    d.sql(
+        "CREATE TABLE public.messages_plain (LIKE public.messages INCLUDING ALL);
+         INSERT INTO public.messages_plain SELECT * FROM public.messages;",
+    );
+    d.sql("VACUUM ANALYZE public.messages_plain");
+    // As on a production server (the test clusters turn it off for speed).
+    d.sql("ALTER SYSTEM SET full_page_writes = on");
+    d.sql("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(200));
+    d.sql("CHECKPOINT");
+    let wal = |c: &mut postgres::Client, sql: &str| -> i64 {
+        let lsn: String = c
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .unwrap()
+            .get(0);
+        c.batch_execute(sql).unwrap();
+        c.query_one(
+            "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::bigint",
+            &[&lsn],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let mut su = d.app();
+    let delete_wal = wal(
+        &mut su,
+        &format!("DELETE FROM public.messages_plain m WHERE {expired}"),
+    );
+    d.sql("DROP TABLE public.messages_plain");
+    d.sql("CHECKPOINT");
+    let run_wal = wal(
+        &mut su,
+        &format!("CALL retention.\"enforce_messages\"(p_now => '{t}'::timestamptz)"),
+    );
+    eprintln!(
+        "first run: {} kB of WAL; one DELETE of the same {} rows: {} kB ({:.2}x)",
+        run_wal / 1024,
+        total - expected_left,
+        delete_wal / 1024,
+        run_wal as f64 / delete_wal as f64
+    );
     let left: i64 = c
         .query_one("SELECT count(*) FROM public.messages", &[])
         .unwrap()
@@ -316,6 +435,16 @@ fn a_chatwoot_table_is_adopted_online_with_everything_it_had() {
     assert_eq!(left, expected_left);
     let still: i64 = c.query_one(oracle.as_str(), &[]).unwrap().get(0);
     assert_eq!(still, left, "a row was removed that the oracle keeps");
+    // The rows kept are the same bytes, and the table has the same indexes.
+    let after_sum: String = c
+        .query_one(
+            "SELECT md5(string_agg(m::text, '|' ORDER BY m.id)) FROM public.messages m",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(after_sum, kept_sum);
+    assert_eq!(index_defs(&mut c), indexes_before_run);
     let in_default: i64 = c
         .query_one("SELECT count(*) FROM ONLY public.messages_default", &[])
         .unwrap()
@@ -329,6 +458,58 @@ fn a_chatwoot_table_is_adopted_online_with_everything_it_had() {
         .unwrap()
         .get(0);
     assert_eq!(outcome, "ok");
+    let detail: Option<String> = c
+        .query_one(
+            "SELECT detail FROM retention.run_log WHERE dataset = 'messages' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    eprintln!("run: {detail:?}");
+    // The old storage is gone: drained into partitions of its own periods.
+    let drained: bool = c
+        .query_one("SELECT to_regclass('public.messages_adopted') IS NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(drained, "{detail:?}");
+
+    // Conversations: adopted beside it, its 17 indexes kept under their
+    // names (both unique keys extended by the clock), drained by its run,
+    // exact against its oracle (365 days).
+    let conv_oracle = format!(
+        "SELECT count(*) FROM public.conversations c
+          WHERE NOT (c.last_activity_at + interval '365 days' < ('{t}'::timestamptz AT TIME ZONE 'UTC'))"
+    );
+    let conv_left: i64 = c.query_one(conv_oracle.as_str(), &[]).unwrap().get(0);
+    d.run_at("conversations", &t);
+    let conv = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.conversations),
+                    (SELECT count(*) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                      WHERE i.indrelid = 'public.conversations'::regclass AND x.relname LIKE 'index\\_conversations\\_%'),
+                    to_regclass('public.conversations_adopted') IS NULL,
+                    (SELECT outcome || ': ' || coalesce(detail, '') FROM retention.run_log
+                      WHERE dataset = 'conversations' ORDER BY id DESC LIMIT 1)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(conv.get::<_, i64>(0), conv_left);
+    assert_eq!(conv.get::<_, i64>(1), 16);
+    assert!(conv.get::<_, bool>(2));
+    let conv_outcome: String = conv.get(3);
+    assert!(
+        conv_outcome.starts_with("ok: ") && conv_outcome.contains("drained"),
+        "{conv_outcome}"
+    );
+    let id: i32 = c
+        .query_one(
+            "INSERT INTO public.conversations (account_id, inbox_id, created_at, updated_at, display_id)
+             VALUES (1, 1, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', 999999) RETURNING id",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(id > 50_000);
 
     // status and verify read an adopted table (its old storage starts at
     // MINVALUE) like any other.
@@ -337,7 +518,7 @@ fn a_chatwoot_table_is_adopted_online_with_everything_it_had() {
         cron_database: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(st.datasets.len(), 1);
+    assert_eq!(st.datasets.len(), 2);
     let out = std::process::Command::new(common::pgretain_bin())
         .args([
             "verify",

@@ -70,6 +70,15 @@ pub fn config(url: Option<&str>) -> Result<Config, DbError> {
             c.connect_timeout(std::time::Duration::from_secs(secs));
         }
     }
+    // Progress of long steps (a drain's copy, say) reaches the operator:
+    // the runtime's NOTICEs that start with `pgretain:` go to stderr, with
+    // control characters taken out (the text comes from the database).
+    c.notice_callback(|n| {
+        if n.message().starts_with("pgretain: ") {
+            let clean: String = n.message().chars().filter(|ch| !ch.is_control()).collect();
+            eprintln!("{clean}");
+        }
+    });
     Ok(c)
 }
 

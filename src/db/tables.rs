@@ -88,6 +88,33 @@ pub fn rows_in_partition(client: &mut impl GenericClient, partition: &str) -> Re
     )
 }
 
+/// The rows of the partition `partition` itself that no hold active now
+/// keeps (`retention.held_predicate`), up to [`COUNT_CAP`]: what should not
+/// sit in a default partition after a run. Rows past every retention that
+/// a hold keeps belong there (no partition is kept for them).
+pub fn unheld_rows_in_partition(
+    client: &mut impl GenericClient,
+    dataset: &str,
+    partition: &str,
+) -> Result<i64, DbError> {
+    let row = client
+        .query_one("SELECT retention.held_predicate($1)", &[&dataset])
+        .map_err(ctx("reading the hold predicate"))?;
+    let Some(held) = col::<Option<String>>(&row, 0)? else {
+        return rows_in_partition(client, partition);
+    };
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM ONLY {partition} t WHERE NOT ({held}) LIMIT {COUNT_CAP}) s"
+    );
+    let stmt = client
+        .prepare_typed(&sql, &[Type::TIMESTAMPTZ])
+        .map_err(ctx("counting the rows of the default partition"))?;
+    let row = client
+        .query_one(&stmt, &[&SystemTime::now()])
+        .map_err(ctx("counting the rows of the default partition"))?;
+    col(&row, 0)
+}
+
 /// The rows a run starting now would remove from `dataset` (its view of
 /// expired rows), up to [`COUNT_CAP`].
 pub fn expired_rows(client: &mut impl GenericClient, dataset: &str) -> Result<i64, DbError> {

@@ -34,6 +34,8 @@ const READER_ROUTINES: &[&str] = &[
     "retention.is_held(text, text, text, timestamptz)",
     "retention.calendar_slack(interval)",
     "retention.possible_keeps(text)",
+    "retention.partition_bounds(text, regclass)",
+    "retention.ranges(text)",
     "retention.partitions(text)",
     "retention.clock_type(text)",
     "retention.clock_of(text, text)",

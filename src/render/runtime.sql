@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------
--- pgretain runtime, version 3: the `retention` schema's machinery.
+-- pgretain runtime, version 4: the `retention` schema's machinery.
 --
 -- Everything pgretain needs in the database lives in schema `retention`:
 --   retention.dataset          one row per policy dataset (written by migrations only)
@@ -237,6 +237,35 @@ CREATE TABLE IF NOT EXISTS retention.fingerprint (
 );
 COMMENT ON TABLE retention.fingerprint IS
     'pgretain: every routine of schema retention as apply left it; pgretain verify reports hand edits';
+
+-- Version 4: draining an adopted table's old storage (run_drain). One row
+-- per old storage whose live rows are being copied into period partitions;
+-- drain_log holds the keys of the rows the application changed in it
+-- meanwhile (drain_capture), replayed before the swap.
+CREATE TABLE IF NOT EXISTS retention.drain (
+    dataset      text PRIMARY KEY,
+    source       oid NOT NULL,           -- the old storage (pg_class oid)
+    source_name  text NOT NULL,          -- ... by name, quoted, for messages
+    filenode     oid NOT NULL,           -- its relfilenode: a rewrite (VACUUM FULL, CLUSTER) starts over
+    target_name  text NOT NULL,          -- the partitioned copy being filled, quoted
+    key_columns  text[] NOT NULL,        -- a unique key of NOT NULL columns: how a change is followed
+    bound        timestamptz NOT NULL,   -- the old storage's upper bound (F)
+    t_copy       timestamptz NOT NULL,   -- the copy holds the rows not expired at t_copy
+    digest       text NOT NULL,          -- settings_digest() at the start: a change starts over
+    next_page    bigint,                 -- the next page to copy; NULL once every page is copied
+    pages        bigint NOT NULL,        -- pages of the old storage when the copy began
+    indexes_done boolean NOT NULL DEFAULT false,
+    copied       bigint NOT NULL DEFAULT 0,
+    started_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE retention.drain IS
+    'pgretain: an adopted table''s old storage being drained into period partitions (retention.run_drain)';
+CREATE TABLE IF NOT EXISTS retention.drain_log (
+    seq    bigserial PRIMARY KEY,
+    source oid NOT NULL,                 -- retention.drain.source
+    key    jsonb NOT NULL                -- the changed row's key_columns
+);
+CREATE INDEX IF NOT EXISTS drain_log_source_seq ON retention.drain_log (source, seq);
 
 -- keep_for(dataset, tenant, environment): the retention in force for a row
 -- (SPEC §3), in this order, the first that applies:
@@ -541,13 +570,14 @@ AS $$
       FROM retention.dataset d WHERE d.name = p_dataset
 $$;
 
--- partitions(dataset): the dataset's partitions with their bounds as
--- instants (NULL for the default partition; MINVALUE, the old storage of
--- an adopted table, is -infinity), oldest first. The bounds are
--- read back from the catalog's text under TimeZone UTC and DateStyle ISO
--- (the SET clauses), so the session's settings cannot change them; a
--- `timestamp` or `date` bound is read in the dataset's time_zone.
-CREATE OR REPLACE FUNCTION retention.partitions(p_dataset text)
+-- partition_bounds(dataset, parent): the partitions of `parent` (the
+-- dataset's table, or a partitioned partition of it) with their bounds as
+-- instants (NULL for a default partition; MINVALUE, the old storage of an
+-- adopted table, is -infinity), oldest first. The bounds are read back from
+-- the catalog's text under TimeZone UTC and DateStyle ISO (the SET
+-- clauses), so the session's settings cannot change them; a `timestamp` or
+-- `date` bound is read in the dataset's time_zone.
+CREATE OR REPLACE FUNCTION retention.partition_bounds(p_dataset text, p_parent regclass)
 RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -557,7 +587,7 @@ AS $$
     SELECT c.oid::regclass, v.lower_bound, v.upper_bound
       FROM retention.dataset d
       CROSS JOIN LATERAL (SELECT retention.clock_type(d.name) AS ty) k
-      JOIN pg_inherits i ON i.inhparent = d.relation::regclass
+      JOIN pg_inherits i ON i.inhparent = p_parent
       JOIN pg_class c ON c.oid = i.inhrelid
       LEFT JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
                                      'FROM \((?:''([^'']+)''|(MINVALUE))\) TO \((?:''([^'']+)''|(MAXVALUE))\)') AS b ON true
@@ -570,6 +600,39 @@ AS $$
                       ELSE b[3]::timestamp without time zone AT TIME ZONE d.time_zone END AS upper_bound) v
      WHERE d.name = p_dataset
      ORDER BY v.lower_bound NULLS FIRST
+$$;
+
+-- ranges(dataset): the ranges the dataset's table is partitioned into: its
+-- own partitions, a drained history (run_drain) counting as one range
+-- [MINVALUE, F). A new partition must not overlap any (create_partition).
+CREATE OR REPLACE FUNCTION retention.ranges(p_dataset text)
+RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT b.* FROM retention.dataset d, retention.partition_bounds(d.name, d.relation::regclass) b
+     WHERE d.name = p_dataset
+$$;
+
+-- partitions(dataset): the partitions that hold the dataset's rows, each
+-- with its bounds (partition_bounds), oldest first, default partitions
+-- first: the table's own, and in place of a drained history (run_drain:
+-- the old storage of an adopted table, now partitioned by period) that
+-- history's partitions and its default partition. These are what a run
+-- drops or reads, and what status and verify show.
+CREATE OR REPLACE FUNCTION retention.partitions(p_dataset text)
+RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT x.partition, x.lower_bound, x.upper_bound
+      FROM retention.ranges(p_dataset) r
+      JOIN pg_class c ON c.oid = r.partition
+      CROSS JOIN LATERAL (SELECT r.partition, r.lower_bound, r.upper_bound WHERE c.relkind <> 'p'
+                          UNION ALL
+                          SELECT h.partition, h.lower_bound, h.upper_bound
+                            FROM retention.partition_bounds(p_dataset, r.partition) h WHERE c.relkind = 'p') x
+     ORDER BY x.lower_bound NULLS FIRST, x.partition::text
 $$;
 
 -- period_start(granularity, t): the start of the partition period holding t (UTC).
@@ -613,7 +676,7 @@ BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     v_parent := d.relation::regclass;
     v_upper := (((p_lower AT TIME ZONE d.time_zone) + ('1 ' || d.granularity)::interval) AT TIME ZONE d.time_zone);
-    IF EXISTS (SELECT 1 FROM retention.partitions(p_dataset) p
+    IF EXISTS (SELECT 1 FROM retention.ranges(p_dataset) p
                 WHERE p.lower_bound < v_upper AND p.upper_bound > p_lower) THEN
         RETURN false;   -- already there (or overlapping one made at another granularity)
     END IF;
@@ -622,7 +685,7 @@ BEGIN
     v_name := v_name || '_p' || to_char(p_lower AT TIME ZONE d.time_zone, 'YYYYMMDD');
     v_in := format('t.%I >= %s AND t.%I < %s', d.time_column, retention.clock_literal(p_dataset, p_lower),
                    d.time_column, retention.clock_literal(p_dataset, v_upper));
-    SELECT p.partition INTO v_default FROM retention.partitions(p_dataset) p WHERE p.lower_bound IS NULL;
+    SELECT p.partition INTO v_default FROM retention.ranges(p_dataset) p WHERE p.lower_bound IS NULL;
     IF v_default IS NOT NULL THEN
         EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s t WHERE %s)', v_default, v_in) INTO v_found;
     END IF;
@@ -1298,6 +1361,9 @@ $$;
 -- remove_batch(dataset, relation, T, from page, pages, predicate): removes
 -- the rows of one partition (or the default partition) that match the
 -- predicate, in pages [from, from + pages) of it, and returns how many.
+-- With `from` < 0, it removes instead up to `pages` rows the predicate
+-- finds wherever they are (through an index, when the predicate names
+-- the tenants that can have expired rows: run_special).
 -- With an archive, every removed row is copied into it, with its deadline,
 -- in the same statement. Called by the run between COMMITs.
 CREATE OR REPLACE FUNCTION retention.remove_batch(p_dataset text, p_relation regclass, p_t timestamptz,
@@ -1314,23 +1380,29 @@ DECLARE
     v_n    bigint;
     v_pred text := coalesce(p_pred, retention.run_predicate(p_dataset, p_t));
     v_keep text;
+    v_which text;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF p_from_page < 0 THEN   -- by index: up to p_pages rows the predicate finds, wherever they are
+        v_which := format('t.ctid = ANY (ARRAY(SELECT t.ctid FROM %s t WHERE %s LIMIT %s))', p_relation, v_pred, p_pages);
+    ELSE
+        v_which := format('t.ctid >= $2 AND t.ctid < $3 AND %s', v_pred);
+    END IF;
     IF d.archive_relation IS NULL THEN
-        EXECUTE format('DELETE FROM %s t WHERE t.ctid >= $2 AND t.ctid < $3 AND %s', p_relation, v_pred)
-            USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + p_pages)::tid;
+        EXECUTE format('DELETE FROM %s t WHERE %s', p_relation, v_which)
+            USING p_t, format('(%s,0)', greatest(p_from_page, 0))::tid, format('(%s,0)', greatest(p_from_page, 0) + p_pages)::tid;
     ELSE
         v_keep := CASE WHEN d.new_rows THEN 'moved.retention_keep'
                        ELSE format('retention.keep_for(%L::text, %s, %s)', d.name,
                                    retention.column_as_text('moved', d.tenant_column),
                                    retention.column_as_text('moved', d.environment_column)) END;
-        EXECUTE format('WITH moved AS (DELETE FROM %s t WHERE t.ctid >= $2 AND t.ctid < $3 AND %s RETURNING t.*)
+        EXECUTE format('WITH moved AS (DELETE FROM %s t WHERE %s RETURNING t.*)
                         INSERT INTO %s (%s, archived_at, retention_deadline)
                         SELECT %s, $1, ((%s AT TIME ZONE ''UTC''::text) + %s) AT TIME ZONE ''UTC''::text FROM moved',
-                       p_relation, v_pred, d.archive_relation, retention.columns_of(d.relation::regclass),
+                       p_relation, v_which, d.archive_relation, retention.columns_of(d.relation::regclass),
                        retention.columns_of(d.relation::regclass, 'moved.'),
                        retention.clock_of(p_dataset, format('moved.%I', d.time_column)), v_keep)
-            USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + p_pages)::tid;
+            USING p_t, format('(%s,0)', greatest(p_from_page, 0))::tid, format('(%s,0)', greatest(p_from_page, 0) + p_pages)::tid;
     END IF;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
@@ -1586,11 +1658,11 @@ BEGIN
     pred := retention.run_predicate(p_dataset, p_t);
     held := retention.run_held(p_dataset, p_t);
     archives := d.archive_relation IS NOT NULL;
-    SELECT array_agg(p.partition ORDER BY p.lower_bound NULLS FIRST),
-           array_agg(p.partition::text ORDER BY p.lower_bound NULLS FIRST),
-           array_agg(p.lower_bound ORDER BY p.lower_bound NULLS FIRST),
-           array_agg(p.upper_bound ORDER BY p.lower_bound NULLS FIRST),
-           (array_agg(p.partition) FILTER (WHERE p.lower_bound IS NULL))[1]
+    SELECT array_agg(p.partition ORDER BY p.lower_bound NULLS FIRST, p.partition::text),
+           array_agg(p.partition::text ORDER BY p.lower_bound NULLS FIRST, p.partition::text),
+           array_agg(p.lower_bound ORDER BY p.lower_bound NULLS FIRST, p.partition::text),
+           array_agg(p.upper_bound ORDER BY p.lower_bound NULLS FIRST, p.partition::text),
+           (SELECT r.partition FROM retention.ranges(p_dataset) r WHERE r.lower_bound IS NULL)
       INTO parts, part_names, lowers, uppers, default_part
       FROM retention.partitions(p_dataset) p;
     archive_ok := true;
@@ -1627,6 +1699,9 @@ $$;
 --            held: it was dropped (its rows archived first, with an archive);
 --   rows     some rows may be expired: the run removes them in batches
 --            (run_batch);
+--   copy     every row is expired but a few held ones: the run copies
+--            those to a new partition of the period and drops this one
+--            (run_copy_kept);
 --   skipped  it could not be done now (`note` says why); the next run
 --            retries.
 -- `note` on a drop or `rows` says something the log should show (a
@@ -1693,8 +1768,17 @@ BEGIN
         BEGIN
             IF p_held IS NOT NULL THEN
                 EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s t WHERE %s)', p_partition, p_held) INTO v_held;
-                IF v_held THEN   -- a held row: the others go row by row
-                    action := 'rows';
+                IF v_held THEN
+                    -- Held rows keep it. Few of them (at most 10,000, and a
+                    -- fifth of its rows): they are copied to a new partition
+                    -- of the period and it is dropped (run_copy_kept);
+                    -- else its expired rows go row by row. With an archive
+                    -- every expired row is archived row by row anyway.
+                    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s t WHERE %s LIMIT 10001) x',
+                                   p_partition, p_held) INTO v_n;
+                    SELECT CASE WHEN d.archive_relation IS NULL AND v_n <= 10000 AND v_n * 5 <= c.reltuples
+                                THEN 'copy' ELSE 'rows' END
+                      INTO action FROM pg_class c WHERE c.oid = p_partition;
                     RETURN;
                 END IF;
             END IF;
@@ -1798,6 +1882,76 @@ BEGIN
 END
 $$;
 
+-- run_special(dataset): the tenants with a rule of their own (a policy
+-- override naming them, or a run-time setting), as SQL over a row `t`, in
+-- the tenant column's own type so that an index on it finds their rows:
+--   t."account_id" = ANY ('{5,7}'::integer[])
+-- 'false' when there are none; NULL when the dataset has no tenant column,
+-- or stamps each row's retention (changes_apply_to: new_rows), or the list
+-- cannot be made. A tenant written in settings that is no value of the
+-- column's type, or not as the column prints it (`07` for 7), names no row
+-- (rules compare the column's text), so it is left out.
+CREATE OR REPLACE FUNCTION retention.run_special(p_dataset text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_type  text;
+    v_ok    text[] := '{}';
+    v_canon text;
+    r       record;
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF d.new_rows OR d.tenant_column IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO STRICT v_type FROM pg_attribute a
+     WHERE a.attrelid = d.relation::regclass AND a.attname = d.tenant_column AND NOT a.attisdropped;
+    FOR r IN SELECT o.tenant FROM retention.policy_override o WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL
+             UNION SELECT s.tenant FROM retention.tenant_setting s WHERE s.dataset = p_dataset
+             ORDER BY 1 LOOP
+        BEGIN
+            EXECUTE format('SELECT (%L::%s)::text', r.tenant, v_type) INTO v_canon;
+        EXCEPTION WHEN OTHERS THEN
+            v_canon := NULL;
+        END;
+        IF v_canon = r.tenant THEN
+            v_ok := v_ok || r.tenant;
+        END IF;
+    END LOOP;
+    IF cardinality(v_ok) = 0 THEN
+        RETURN 'false';
+    END IF;
+    RETURN format('t.%I = ANY (%L::%s[])', d.tenant_column, v_ok, v_type);
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;   -- read every row instead: slower, never wrong
+END
+$$;
+
+-- run_ordinary(dataset, T, lower): whether a row at or after `lower` whose
+-- tenant has no rule of its own can be expired at T. Its retention is then
+-- the dataset's keep or its environment's override, and its deadline is
+-- at least lower + that retention (adding an interval never moves a later
+-- time before an earlier one). When it cannot, only the rows of the
+-- tenants run_special names can be expired, and the run finds those
+-- through the index on (tenant, time) instead of reading the partition.
+CREATE OR REPLACE FUNCTION retention.run_ordinary(p_dataset text, p_t timestamptz, p_lower timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_lower IS NULL OR NOT isfinite(p_lower) OR EXISTS (
+        SELECT 1 FROM retention.dataset d
+         CROSS JOIN LATERAL (SELECT d.keep AS k
+                             UNION ALL
+                             SELECT o.keep FROM retention.policy_override o
+                              WHERE o.dataset = d.name AND o.tenant IS NULL) x
+         WHERE d.name = p_dataset
+           AND (p_lower AT TIME ZONE 'UTC'::text) + x.k < (p_t AT TIME ZONE 'UTC'::text))
+$$;
+
 -- run_batch(...): removes the expired rows of pages [from, from + pages) of
 -- one partition (archiving them first, with an archive) and returns how
 -- many, and the next page to do (NULL when the partition is done). A
@@ -1835,7 +1989,8 @@ BEGIN
                 RETURN;   -- done: next_page stays NULL
             END IF;
             removed := retention.remove_batch(p_dataset, p_partition, p_t, p_from_page, p_pages, p_pred);
-            next_page := p_from_page + p_pages;
+            next_page := CASE WHEN p_from_page >= 0 THEN p_from_page + p_pages
+                              WHEN removed >= p_pages THEN p_from_page END;   -- by index: again while batches are full
             RETURN;
         EXCEPTION
             WHEN serialization_failure OR deadlock_detected THEN
@@ -1856,6 +2011,590 @@ BEGIN
                 RETURN;
         END;
     END LOOP;
+END
+$$;
+
+-- run_copy_kept(dataset, T, lock_timeout, partition, lower, upper, pred,
+-- default): for a partition whose rows are all expired but a few held
+-- ones (run_partition's `copy`): in one transaction, the rows the run
+-- keeps (NOT pred) are copied into a new table of the table's shape, with
+-- its indexes and a CHECK of the period's bounds, which then takes the
+-- partition's place (DETACH, ATTACH without a scan, DROP, and the new one
+-- renamed to the old name). Returns the rows copied and about how many
+-- expired rows went with the old partition.
+-- Locks: ACCESS EXCLUSIVE on the table, its default partition and the
+-- partition (each waited for at most lock_timeout), like a drop, held
+-- while the few kept rows are copied (at most 10,000: run_partition).
+CREATE OR REPLACE FUNCTION retention.run_copy_kept(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                                   p_partition regclass, p_lower timestamptz, p_upper timestamptz,
+                                                   p_pred text, p_default regclass,
+                                                   OUT copied bigint, OUT in_dropped bigint, OUT note text,
+                                                   OUT cancelled boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d        retention.dataset;
+    v_parent regclass;
+    v_schema text;
+    v_name   text;
+    v_new    text;
+    v_state  text;
+    v_msg    text;
+BEGIN
+    copied := 0;
+    in_dropped := 0;
+    cancelled := false;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    SELECT i.inhparent::regclass, n.nspname, c.relname INTO STRICT v_parent, v_schema, v_name
+      FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE i.inhrelid = p_partition;
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.relation);
+    IF p_default IS NOT NULL THEN
+        EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_default);
+    END IF;
+    IF v_parent <> d.relation::regclass THEN
+        EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_parent);
+    END IF;
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_partition);
+    v_new := format('%I.%I', v_schema, left(v_name, 58) || '_kept');
+    EXECUTE format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS
+                    INCLUDING STORAGE INCLUDING STATISTICS INCLUDING COMPRESSION INCLUDING INDEXES)', v_new, v_parent);
+    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM ONLY %s t WHERE NOT coalesce(%s, false)',
+                   v_new, retention.insertable_columns(v_new::regclass), retention.insertable_columns(v_new::regclass, 't.'),
+                   p_partition, p_pred)
+        USING p_t;
+    GET DIAGNOSTICS copied = ROW_COUNT;
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT pgretain_period CHECK (%s)', v_new,
+                   concat_ws(' AND ',
+                             CASE WHEN isfinite(p_lower) THEN format('%I >= %s', d.time_column, retention.clock_literal(p_dataset, p_lower)) END,
+                             format('%I < %s', d.time_column, retention.clock_literal(p_dataset, p_upper))));
+    SELECT greatest(c.reltuples, 0)::bigint INTO in_dropped FROM pg_class c WHERE c.oid = p_partition;
+    in_dropped := greatest(in_dropped - copied, 0);
+    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', v_parent, p_partition);
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)', v_parent, v_new,
+                   CASE WHEN isfinite(p_lower) THEN retention.bound_literal(p_dataset, p_lower) ELSE 'MINVALUE' END,
+                   retention.bound_literal(p_dataset, p_upper));
+    EXECUTE format('DROP TABLE %s', p_partition);
+    EXECUTE format('ALTER TABLE %s RENAME TO %I', v_new, v_name);
+    EXECUTE format('ALTER TABLE %I.%I DROP CONSTRAINT pgretain_period', v_schema, v_name);
+    PERFORM retention.follow_replica_identity(p_dataset);
+EXCEPTION
+    WHEN query_canceled THEN
+        copied := 0;
+        in_dropped := 0;
+        cancelled := true;
+        note := p_partition::text || ' (copy of held rows): cancelled (statement_timeout, or pg_cancel_backend)';
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        copied := 0;
+        in_dropped := 0;
+        note := retention.error_note(p_partition::text || ' (copy of held rows; its expired rows go row by row)', v_state, v_msg);
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Draining an adopted table's old storage (SPEC §3 "History and the default
+-- partition"). retention.adopt() attaches the old table as one partition,
+-- [MINVALUE, F). Its rows would otherwise be removed row by row until the
+-- last of them expires. A run drains it instead, in bounded steps (one
+-- run_drain call each, committed), online:
+--   1. start: a copy H, partitioned by period like the table, is created
+--      beside it (not attached: the application does not see it), with one
+--      partition per period that can still hold a live row and a default
+--      partition for older rows (held ones); a trigger on the old storage
+--      (drain_capture) records the key of every row the application
+--      inserts, updates or deletes there from now on;
+--   2. copy: batch_pages pages at a time, the rows not expired at the run's
+--      T (t_copy) go into H; the expired ones are never copied;
+--   3. indexes: H gets each of the table's indexes, one per step, built
+--      once its rows are in (cheaper than maintaining them row by row);
+--   4. replay: the recorded keys, 10,000 at a time: H's rows with that key
+--      are replaced by the old storage's current row (if not expired);
+--   5. swap, in one short transaction: ACCESS EXCLUSIVE on the table and
+--      the old storage (waiting at most lock_timeout), the last recorded
+--      keys replayed, DETACH the old storage, ATTACH H in its place
+--      (PostgreSQL does not scan H: its CHECK proves the bound, and its
+--      indexes match the table's), DROP the old storage with its expired
+--      rows.
+-- After the swap, H's partitions are dropped period by period like any
+-- other, at drop cost. The drain needs a unique key of NOT NULL columns on
+-- the old storage (to follow changes by); without one, the old storage is
+-- enforced row by row as before. It starts over when what it relied on
+-- changed: the retention settings (settings_digest), the old storage
+-- rewritten, or the table's columns changed. A later run goes on from
+-- where an earlier one stopped, first taking out of H the rows that have
+-- expired since.
+-- ---------------------------------------------------------------------------
+
+-- settings_digest(dataset): a digest of everything a row's expiry depends
+-- on besides T: the dataset's settings, its overrides, holds and tenant
+-- settings. The drain starts over when it changes.
+CREATE OR REPLACE FUNCTION retention.settings_digest(p_dataset text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+    SELECT md5(concat_ws('|',
+        (SELECT d::text FROM retention.dataset d WHERE d.name = p_dataset),
+        (SELECT string_agg(o::text, ',' ORDER BY o::text) FROM retention.policy_override o WHERE o.dataset = p_dataset),
+        (SELECT string_agg(h::text, ',' ORDER BY h::text) FROM retention.hold h WHERE h.dataset = p_dataset),
+        (SELECT string_agg(s::text, ',' ORDER BY s::text) FROM retention.tenant_setting s WHERE s.dataset = p_dataset)))
+$$;
+
+-- drain_key(relation): the columns of its primary key, or else of a unique
+-- index on NOT NULL columns (no expression, not partial); NULL if none.
+CREATE OR REPLACE FUNCTION retention.drain_key(p_relation regclass)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT array_agg(a.attname::text ORDER BY k.n)
+      FROM (SELECT i.indkey, i.indnkeyatts
+              FROM pg_index i
+             WHERE i.indrelid = p_relation AND i.indisunique AND i.indisvalid
+               AND i.indpred IS NULL AND i.indexprs IS NULL
+               AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                WHERE a.attrelid = p_relation AND a.attnum = ANY (i.indkey::int2[]) AND NOT a.attnotnull)
+             ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid
+             LIMIT 1) i
+      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+      JOIN pg_attribute a ON a.attrelid = p_relation AND a.attnum = k.attnum
+     WHERE k.n <= i.indnkeyatts
+$$;
+
+-- insertable_columns(relation, prefix): its columns in order, quoted,
+-- without generated ones (which cannot be written).
+CREATE OR REPLACE FUNCTION retention.insertable_columns(p_relation regclass, p_prefix text DEFAULT '')
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(p_prefix || quote_ident(a.attname), ', ' ORDER BY a.attnum)
+      FROM pg_attribute a
+     WHERE a.attrelid = p_relation AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+$$;
+
+-- drain_capture(): the trigger on an old storage being drained. Records
+-- the key of each row inserted, updated or deleted there, for the replay.
+-- SECURITY DEFINER: the application's writes fire it, and only the owner
+-- of schema retention may write the log. It writes only a key of the
+-- table that fired it, and only while retention.drain names that table.
+CREATE OR REPLACE FUNCTION retention.drain_capture()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cols text[];
+    v_old  jsonb;
+    v_new  jsonb;
+BEGIN
+    SELECT g.key_columns INTO v_cols FROM retention.drain g WHERE g.source = TG_RELID;
+    IF v_cols IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        SELECT jsonb_object_agg(c, to_jsonb(OLD) -> c) INTO v_old FROM unnest(v_cols) AS c;
+        INSERT INTO retention.drain_log (source, key) VALUES (TG_RELID, v_old);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        SELECT jsonb_object_agg(c, to_jsonb(NEW) -> c) INTO v_new FROM unnest(v_cols) AS c;
+        IF v_new IS DISTINCT FROM v_old THEN
+            INSERT INTO retention.drain_log (source, key) VALUES (TG_RELID, v_new);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- drain_columns(relation): its columns and their types, for comparing the
+-- table with its copy.
+CREATE OR REPLACE FUNCTION retention.drain_columns(p_relation regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('%I %s %s', a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated), ', '
+                      ORDER BY a.attname)
+      FROM pg_attribute a
+     WHERE a.attrelid = p_relation AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
+-- drain_next_index(table, copy): the statement that gives the copy the
+-- first of the table's indexes (by name) it lacks, NULL when it has them
+-- all. A key or unique constraint becomes a constraint of the same kind
+-- (ATTACH needs one to match it); any other index, the same index. The
+-- copy's index is named after the table's, with `_hist`.
+CREATE OR REPLACE FUNCTION retention.drain_next_index(p_table regclass, p_copy regclass)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r      record;
+    v_have text[];
+    v_name text;
+BEGIN
+    -- Each index of the copy, as what follows USING in its definition.
+    SELECT array_agg(substr(pg_get_indexdef(i.indexrelid), position(' USING ' IN pg_get_indexdef(i.indexrelid)))
+                     || CASE WHEN i.indisunique THEN ' unique' ELSE '' END)
+      INTO v_have
+      FROM pg_index i WHERE i.indrelid = p_copy;
+    FOR r IN SELECT i.indexrelid, ic.relname, i.indisunique, k.oid AS con, k.contype,
+                    pg_get_indexdef(i.indexrelid) AS def,
+                    format(' INDEX %I ON ONLY %s USING ', ic.relname, p_table) AS prefix
+               FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+               LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = p_table
+              WHERE i.indrelid = p_table ORDER BY ic.relname LOOP
+        CONTINUE WHEN substr(r.def, position(' USING ' IN r.def)) || CASE WHEN r.indisunique THEN ' unique' ELSE '' END
+                      = ANY (coalesce(v_have, '{}'));
+        IF position(r.prefix IN r.def) = 0 THEN
+            RAISE EXCEPTION 'pgretain: cannot read index % of %: %', r.relname, p_table, r.def;
+        END IF;
+        v_name := left(r.relname, 58) || '_hist';
+        IF r.con IS NOT NULL AND r.contype IN ('p', 'u') THEN
+            RETURN format('ALTER TABLE %s ADD CONSTRAINT %I %s', p_copy, v_name, pg_get_constraintdef(r.con));
+        END IF;
+        RETURN replace(r.def, r.prefix, format(' INDEX %I ON %s USING ', v_name, p_copy));
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+-- drain_replay(dataset, limit): replays up to `limit` recorded keys (all of
+-- them when NULL), oldest first: the copy's rows with that key are
+-- replaced by the old storage's row, unless it is expired at t_copy.
+-- Returns how many keys it took from the log.
+CREATE OR REPLACE FUNCTION retention.drain_replay(p_dataset text, p_limit integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    g      retention.drain;
+    v_keys jsonb[];
+    v_n    bigint;
+    v_on   text;
+    v_cols text;
+BEGIN
+    SELECT * INTO STRICT g FROM retention.drain WHERE dataset = p_dataset;
+    WITH taken AS (
+        DELETE FROM retention.drain_log l
+         WHERE l.seq IN (SELECT x.seq FROM retention.drain_log x WHERE x.source = g.source
+                          ORDER BY x.seq LIMIT p_limit)
+        RETURNING l.key)
+    SELECT array_agg(DISTINCT t.key), count(*) INTO v_keys, v_n FROM taken t;
+    IF v_n = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT string_agg(format('t.%1$I = k.%1$I', c), ' AND ') INTO v_on FROM unnest(g.key_columns) AS c;
+    v_cols := retention.insertable_columns(g.target_name::regclass);
+    EXECUTE format('DELETE FROM %s t USING unnest($1) AS j(key), LATERAL jsonb_populate_record(NULL::%s, j.key) k WHERE %s',
+                   g.target_name, g.source::regclass, v_on)
+        USING v_keys;
+    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM ONLY %s t, unnest($2) AS j(key),
+                           LATERAL jsonb_populate_record(NULL::%s, j.key) k
+                     WHERE %s AND NOT coalesce(%s, false)',
+                   g.target_name, v_cols, retention.insertable_columns(g.target_name::regclass, 't.'), g.source::regclass,
+                   g.source::regclass, v_on, retention.run_predicate(p_dataset, g.t_copy))
+        USING g.t_copy, v_keys;
+    RETURN v_n;
+END
+$$;
+
+-- drain_changed(dataset, source): why a drain under way cannot go on (it
+-- then starts over), or NULL.
+CREATE OR REPLACE FUNCTION retention.drain_changed(p_dataset text, p_source regclass)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g retention.drain;
+    d retention.dataset;
+BEGIN
+    SELECT * INTO STRICT g FROM retention.drain WHERE dataset = p_dataset;
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF g.source <> p_source::oid THEN
+        RETURN 'the old storage is another table now';
+    ELSIF to_regclass(g.target_name) IS NULL THEN
+        RETURN format('its copy %s is gone', g.target_name);
+    ELSIF (SELECT c.relfilenode FROM pg_class c WHERE c.oid = p_source) <> g.filenode THEN
+        RETURN 'the old storage was rewritten (VACUUM FULL, CLUSTER or ALTER TABLE)';
+    ELSIF retention.settings_digest(p_dataset) <> g.digest THEN
+        RETURN 'the retention settings changed (the policy, a hold or a tenant setting)';
+    ELSIF retention.drain_columns(d.relation::regclass) IS DISTINCT FROM retention.drain_columns(g.target_name::regclass) THEN
+        RETURN 'the table''s columns changed';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- drain_forget(dataset): ends a drain without a swap: its copy dropped,
+-- the trigger and the recorded keys removed. The old storage is untouched.
+CREATE OR REPLACE FUNCTION retention.drain_forget(p_dataset text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g retention.drain;
+BEGIN
+    SELECT * INTO g FROM retention.drain WHERE dataset = p_dataset;
+    IF g.dataset IS NULL THEN
+        RETURN;
+    END IF;
+    IF to_regclass(g.target_name) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', g.target_name);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = g.source AND t.tgname = 'pgretain_drain') THEN
+        EXECUTE format('DROP TRIGGER pgretain_drain ON %s', g.source::regclass);
+    END IF;
+    DELETE FROM retention.drain_log WHERE source = g.source;
+    DELETE FROM retention.drain WHERE dataset = p_dataset;
+END
+$$;
+
+-- drain_start(dataset, source, upper, T): step 1 (see above). Returns NULL,
+-- or why the old storage cannot be drained.
+CREATE OR REPLACE FUNCTION retention.drain_start(p_dataset text, p_source regclass, p_upper timestamptz, p_t timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d        retention.dataset;
+    v_key    text[] := retention.drain_key(p_source);
+    v_schema text;
+    v_name   text;
+    v_copy   text;
+    v_back   interval;
+    v_lower  timestamptz;
+    v_upper  timestamptz;
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF v_key IS NULL THEN
+        RETURN format('%s is not drained into period partitions: it has no primary key or unique index on NOT NULL columns to follow the application''s changes by; its expired rows are removed row by row', p_source);
+    END IF;
+    SELECT n.nspname, c.relname INTO v_schema, v_name
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = d.relation::regclass;
+    v_copy := format('%I.%I', v_schema, left(v_name, 55) || '_history');
+    IF to_regclass(v_copy) IS NOT NULL THEN
+        RETURN format('%s is not drained: a table %s exists already (pgretain drains into it; drop it, or rename it)', p_source, v_copy);
+    END IF;
+    EXECUTE format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS
+                    INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION)
+                    PARTITION BY RANGE (%I)', v_copy, d.relation, d.time_column);
+    -- Proves at ATTACH that every row is below the bound: no scan.
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT pgretain_adopt_bound CHECK (%I < %s)', v_copy, d.time_column,
+                   retention.clock_literal(p_dataset, p_upper));
+    EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT', v_schema, left(v_name, 47) || '_history_default', v_copy);
+    -- One partition per period that can still hold a live row, at most
+    -- 400, named like the table's own (their periods are all before F).
+    SELECT max(k + retention.calendar_slack(k)) INTO v_back FROM retention.possible_keeps(p_dataset) AS k;
+    v_lower := greatest(
+        retention.period_start(d.granularity, ((p_t AT TIME ZONE 'UTC'::text) - coalesce(v_back, d.keep)) AT TIME ZONE 'UTC'::text,
+                               d.time_zone),
+        retention.period_start(d.granularity,
+                               ((p_upper AT TIME ZONE d.time_zone) - ('400 ' || d.granularity)::interval) AT TIME ZONE d.time_zone,
+                               d.time_zone));
+    WHILE v_lower < p_upper LOOP
+        v_upper := least(((v_lower AT TIME ZONE d.time_zone) + ('1 ' || d.granularity)::interval) AT TIME ZONE d.time_zone,
+                         p_upper);
+        EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%s) TO (%s)', v_schema,
+                       v_name || '_p' || to_char(v_lower AT TIME ZONE d.time_zone, 'YYYYMMDD'), v_copy,
+                       retention.bound_literal(p_dataset, v_lower), retention.bound_literal(p_dataset, v_upper));
+        v_lower := v_upper;
+    END LOOP;
+    EXECUTE format('CREATE TRIGGER pgretain_drain AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION retention.drain_capture()', p_source);
+    INSERT INTO retention.drain (dataset, source, source_name, filenode, target_name, key_columns, bound, t_copy,
+                                 digest, next_page, pages)
+    SELECT p_dataset, p_source, p_source::text, c.relfilenode, v_copy, v_key, p_upper, p_t,
+           retention.settings_digest(p_dataset), 0, retention.pages_of(p_source)
+      FROM pg_class c WHERE c.oid = p_source;
+    RETURN NULL;
+END
+$$;
+
+-- run_drain(dataset, T, lock_timeout, partition, upper, pages): one step of
+-- draining the old storage `partition` (see above), for the run at T.
+-- `state` says what it did:
+--   none       the partition is not an old storage to drain (not a plain
+--              table of the dataset's own starting at MINVALUE);
+--   unable     it cannot be drained (`note` says why);
+--   started, copying, indexing, replaying: a step done; call again;
+--   restarted  what the drain relied on changed (`note`): its copy was
+--              dropped; call again to start over;
+--   swapped    done: the old storage is replaced by its partitioned copy
+--              (`moved` rows copied; about `in_dropped` expired rows
+--              dropped with it);
+--   failed     this step failed (`note`); the drain stays as it is and
+--              the next run goes on.
+-- Locks: ACCESS SHARE on the old storage while copying; SHARE ROW
+-- EXCLUSIVE on it to create the trigger; for the swap, ACCESS EXCLUSIVE on
+-- the table and the old storage, each waited for at most lock_timeout and
+-- held for catalog work and the last few recorded keys. The copy is not
+-- part of the table until the swap, so nothing else is locked.
+CREATE OR REPLACE FUNCTION retention.run_drain(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                               p_source regclass, p_upper timestamptz, p_pages integer,
+                                               OUT state text, OUT moved bigint, OUT in_dropped bigint,
+                                               OUT note text, OUT cancelled boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d        retention.dataset;
+    g        retention.drain;
+    v_parent regclass;
+    v_why    text;
+    v_sql    text;
+    v_n      bigint;
+    v_total  bigint;
+    v_secs   float8;
+    v_state  text;
+    v_msg    text;
+BEGIN
+    moved := 0;
+    in_dropped := 0;
+    cancelled := false;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    v_parent := d.relation::regclass;
+    IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid
+                    WHERE c.oid = p_source AND c.relkind = 'r' AND i.inhparent = v_parent) OR p_upper IS NULL THEN
+        state := 'none';
+        RETURN;
+    END IF;
+    SELECT * INTO g FROM retention.drain WHERE dataset = p_dataset;
+    IF g.dataset IS NOT NULL THEN
+        v_why := CASE WHEN p_t < g.t_copy THEN format('this run''s T (%s) is before the copy''s (%s)', p_t, g.t_copy)
+                      ELSE retention.drain_changed(p_dataset, p_source) END;
+        IF v_why IS NOT NULL THEN
+            PERFORM retention.drain_forget(p_dataset);
+            state := 'restarted';
+            note := format('%s: its drain starts over: %s', p_source, v_why);
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 1. Start.
+    IF g.dataset IS NULL THEN
+        note := retention.drain_start(p_dataset, p_source, p_upper, p_t);
+        state := CASE WHEN note IS NULL THEN 'started' ELSE 'unable' END;
+        RETURN;
+    END IF;
+    -- A later run goes on: the rows of the copy that have expired since
+    -- are taken out (the old storage's are removed by this run, or were).
+    IF p_t > g.t_copy THEN
+        EXECUTE format('DELETE FROM %s t WHERE %s', g.target_name, retention.run_predicate(p_dataset, p_t)) USING p_t;
+        UPDATE retention.drain SET t_copy = p_t WHERE dataset = p_dataset;
+        state := 'copying';
+        RETURN;
+    END IF;
+
+    -- 2. Copy, `p_pages` pages.
+    IF g.next_page IS NOT NULL THEN
+        IF g.next_page > retention.pages_of(p_source) THEN
+            UPDATE retention.drain SET next_page = NULL WHERE dataset = p_dataset;
+        ELSE
+            EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM ONLY %s t
+                             WHERE t.ctid >= $2 AND t.ctid < $3 AND NOT coalesce(%s, false)',
+                           g.target_name, retention.insertable_columns(g.target_name::regclass),
+                           retention.insertable_columns(g.target_name::regclass, 't.'), p_source,
+                           retention.run_predicate(p_dataset, g.t_copy))
+                USING g.t_copy, format('(%s,0)', g.next_page)::tid, format('(%s,0)', g.next_page + p_pages)::tid;
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+            moved := v_n;
+            UPDATE retention.drain SET next_page = next_page + p_pages, copied = copied + v_n
+             WHERE dataset = p_dataset RETURNING copied INTO v_total;
+            v_secs := extract(epoch FROM clock_timestamp() - g.started_at);
+            RAISE NOTICE 'pgretain: draining %: % of % pages copied (% rows still within retention, % rows/s), about % s left',
+                p_source, least(g.next_page + p_pages, g.pages), g.pages, v_total,
+                round(v_total / greatest(v_secs, 0.001)),
+                round(v_secs / least(g.next_page + p_pages, greatest(g.pages, 1)) * greatest(g.pages - g.next_page - p_pages, 0));
+        END IF;
+        state := 'copying';
+        RETURN;
+    END IF;
+
+    -- 3. Indexes, one per step.
+    IF NOT g.indexes_done THEN
+        v_sql := retention.drain_next_index(v_parent, g.target_name::regclass);
+        IF v_sql IS NULL THEN
+            UPDATE retention.drain SET indexes_done = true WHERE dataset = p_dataset;
+        ELSE
+            RAISE NOTICE 'pgretain: draining %: %', p_source, v_sql;
+            EXECUTE v_sql;
+        END IF;
+        state := 'indexing';
+        RETURN;
+    END IF;
+
+    -- 4. Replay while many keys are recorded.
+    IF (SELECT count(*) FROM (SELECT 1 FROM retention.drain_log l WHERE l.source = g.source LIMIT 1000) x) >= 1000 THEN
+        moved := retention.drain_replay(p_dataset, 10000);
+        state := 'replaying';
+        RETURN;
+    END IF;
+
+    -- 5. The swap.
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_parent);
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_source);
+    v_why := retention.drain_changed(p_dataset, p_source);   -- again, under the lock
+    IF v_why IS NOT NULL THEN
+        PERFORM retention.drain_forget(p_dataset);
+        state := 'restarted';
+        note := format('%s: its drain starts over: %s', p_source, v_why);
+        RETURN;
+    END IF;
+    IF retention.drain_next_index(v_parent, g.target_name::regclass) IS NOT NULL THEN   -- an index added meanwhile
+        UPDATE retention.drain SET indexes_done = false WHERE dataset = p_dataset;
+        state := 'indexing';
+        RETURN;
+    END IF;
+    moved := retention.drain_replay(p_dataset, NULL);
+    SELECT greatest(c.reltuples, 0)::bigint INTO in_dropped FROM pg_class c WHERE c.oid = p_source;
+    in_dropped := greatest(in_dropped - g.copied, 0);
+    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', v_parent, p_source);
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (MINVALUE) TO (%s)', v_parent, g.target_name,
+                   retention.bound_literal(p_dataset, g.bound));
+    EXECUTE format('DROP TABLE %s', p_source);
+    DELETE FROM retention.drain_log WHERE source = g.source;
+    DELETE FROM retention.drain WHERE dataset = p_dataset;
+    PERFORM retention.follow_replica_identity(p_dataset);
+    moved := g.copied;
+    state := 'swapped';
+    note := format('%s: drained: %s row(s) still within retention moved into %s, partitioned by %s; it was dropped with about %s expired row(s) (started %s)',
+                   g.source_name, g.copied, g.target_name, d.granularity, in_dropped,
+                   to_char(g.started_at, 'YYYY-MM-DD HH24:MI:SS"Z"'));
+EXCEPTION
+    WHEN query_canceled THEN
+        cancelled := true;
+        state := 'failed';
+        note := p_source::text || ' (drain): cancelled (statement_timeout, or pg_cancel_backend)';
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        state := 'failed';
+        note := retention.error_note(p_source::text || ' (drain; the next run goes on)', v_state, v_msg);
 END
 $$;
 
@@ -1949,7 +2688,9 @@ $$;
 --      partitions, the archive's shape;
 --   4. run_partition for each partition, oldest first: a drop when every
 --      row is expired, else run_batch, batch_pages pages at a time, when
---      some may be;
+--      some may be; an adopted table's old storage is drained instead
+--      (run_drain: its live rows moved to period partitions, then it is
+--      dropped), and removed from row by row only if that cannot be done;
 --   5. run_archive_expiry for each archive partition;
 --   6. run_finish: the outcome, and the lock released.
 -- A cancel (statement_timeout, pg_cancel_backend) stops the run where it
@@ -1993,6 +2734,20 @@ DECLARE
     v_hint      text;
     v_error     text;
     v_archive   boolean;
+    v_special   text;     -- run_special: the tenants with rules of their own, typed
+    v_narrow    text;
+    v_by_pages  integer := 0;
+    v_by_index  integer := 0;
+    v_kept      record;
+    v_copied_parts integer := 0;
+    v_copied_rows  bigint := 0;
+    v_drain     record;
+    v_dstate    text;
+    v_dnote     text;
+    v_drained   boolean;
+    v_phases    text[];
+    v_phase     text;
+    v_restarts  integer;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);
     -- Each step below is one statement in a block that catches a cancel
@@ -2041,6 +2796,7 @@ BEGIN
             SELECT * INTO v_ctx FROM retention.run_context(p_dataset, v_t, v_run.lock_timeout);
             v_cancelled := v_ctx.cancelled;
             v_error := v_ctx.error;
+            v_special := retention.run_special(p_dataset);
         EXCEPTION WHEN query_canceled THEN
             v_cancelled := true;
         END;
@@ -2084,14 +2840,99 @@ BEGIN
                 v_cancelled := true;
             END;
             COMMIT;
-            IF NOT v_cancelled AND v_step.action = 'rows' THEN
-                v_page := 0;
+            -- An adopted table's old storage ([MINVALUE, F)) is drained
+            -- (run_drain, one step per transaction): its live rows move to
+            -- period partitions and it is dropped with its expired ones.
+            -- With an archive, its expired rows are archived row by row
+            -- first. If it cannot be drained now, its expired rows are
+            -- removed row by row, as from any partition.
+            v_phases := CASE WHEN v_cancelled OR v_step.action NOT IN ('rows', 'copy') THEN '{}'::text[]
+                             WHEN v_step.action = 'copy' THEN '{copy,rows}'::text[]
+                             WHEN v_ctx.lowers[i] IS DISTINCT FROM '-infinity'::timestamptz THEN '{rows}'::text[]
+                             WHEN v_ctx.archives THEN '{rows,drain}'::text[]
+                             ELSE '{drain,rows}'::text[] END;
+            v_drained := false;
+            FOREACH v_phase IN ARRAY v_phases LOOP
+                EXIT WHEN v_cancelled OR v_drained;
+                IF v_phase = 'copy' THEN
+                    BEGIN
+                        SELECT * INTO v_kept
+                          FROM retention.run_copy_kept(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
+                                                       v_ctx.uppers[i], v_ctx.pred, v_ctx.default_part);
+                        v_cancelled := v_kept.cancelled;
+                        IF v_kept.note IS NULL AND NOT v_kept.cancelled THEN
+                            v_drained := true;
+                            v_copied_parts := v_copied_parts + 1;
+                            v_copied_rows := v_copied_rows + v_kept.copied;
+                            v_in_drop := v_in_drop + v_kept.in_dropped;
+                        ELSIF v_kept.note IS NOT NULL THEN
+                            v_info := v_info || v_kept.note;
+                        END IF;
+                    EXCEPTION WHEN query_canceled THEN
+                        v_cancelled := true;
+                    END;
+                    COMMIT;
+                    CONTINUE;
+                END IF;
+                IF v_phase = 'drain' THEN
+                    v_restarts := 0;
+                    LOOP
+                        v_dstate := 'failed';
+                        v_dnote := NULL;
+                        BEGIN
+                            SELECT * INTO v_drain
+                              FROM retention.run_drain(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i],
+                                                       v_ctx.uppers[i], v_run.batch_pages);
+                            v_cancelled := v_drain.cancelled;
+                            v_dstate := v_drain.state;
+                            v_dnote := v_drain.note;
+                        EXCEPTION WHEN query_canceled THEN
+                            v_cancelled := true;
+                        END;
+                        COMMIT;
+                        EXIT WHEN v_cancelled OR v_dstate IN ('none', 'unable', 'failed', 'swapped');
+                        IF v_dstate = 'restarted' THEN
+                            v_info := v_info || v_dnote;
+                            v_restarts := v_restarts + 1;
+                            EXIT WHEN v_restarts > 1;
+                        END IF;
+                    END LOOP;
+                    IF v_dstate = 'swapped' THEN
+                        v_drained := true;
+                        v_dropped := v_dropped || v_ctx.part_names[i];
+                        v_in_drop := v_in_drop + v_drain.in_dropped;
+                    END IF;
+                    IF v_dnote IS NOT NULL AND v_dstate <> 'restarted' THEN
+                        v_info := v_info || v_dnote;
+                    END IF;
+                    CONTINUE;
+                END IF;
+                -- When only tenants with a rule of their own can have
+                -- expired rows here, they are found through the index on
+                -- the tenant (10,000 rows a batch), not by reading every
+                -- page (batch_pages pages a batch).
+                BEGIN
+                    v_narrow := CASE WHEN v_special IS NOT NULL
+                                      AND NOT retention.run_ordinary(p_dataset, v_t, v_ctx.lowers[i])
+                                     THEN v_special END;
+                EXCEPTION WHEN OTHERS THEN
+                    v_narrow := NULL;
+                END;
+                IF v_narrow IS NULL THEN
+                    v_by_pages := v_by_pages + 1;
+                ELSE
+                    v_by_index := v_by_index + 1;
+                END IF;
+                v_page := CASE WHEN v_narrow IS NULL THEN 0 ELSE -1 END;
                 v_retries := 0;
                 WHILE v_page IS NOT NULL AND NOT v_cancelled LOOP
                     BEGIN
                         SELECT * INTO v_batch
                           FROM retention.run_batch(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_page,
-                                                   v_run.batch_pages, v_ctx.pred, v_archive);
+                                                   CASE WHEN v_narrow IS NULL THEN v_run.batch_pages ELSE 10000 END,
+                                                   CASE WHEN v_narrow IS NULL THEN v_ctx.pred
+                                                        ELSE v_narrow || ' AND ' || v_ctx.pred END,
+                                                   v_archive);
                         v_cancelled := v_batch.cancelled;
                         v_retries := v_retries + v_batch.retries;
                         IF v_ctx.archives THEN
@@ -2113,7 +2954,7 @@ BEGIN
                     v_info := v_info || pg_catalog.format('%s (rows): %s serialization failure(s) or deadlock(s), retried',
                                                           v_ctx.part_names[i], v_retries);
                 END IF;
-            END IF;
+            END LOOP;
         END LOOP;
 
         -- 5. The archive: rows whose deadline plus archive_keep has passed.
@@ -2133,6 +2974,16 @@ BEGIN
             END;
             COMMIT;
         END LOOP;
+        IF v_copied_parts > 0 THEN
+            v_info := v_info || pg_catalog.format(
+                '%s partition(s) held only a few held rows besides expired ones: their %s held row(s) were copied to a new partition of the same period, each under its old name, and the rest dropped with the old one',
+                v_copied_parts, v_copied_rows);
+        END IF;
+        IF v_by_index > 0 THEN
+            v_info := v_info || pg_catalog.format(
+                'rows found through the tenant index in %s partition(s), where only tenants with rules of their own could have expired rows; read page by page in %s',
+                v_by_index, v_by_pages);
+        END IF;
     ELSIF v_error IS NOT NULL THEN
         v_notes := v_notes || v_error;
     END IF;

@@ -357,15 +357,16 @@ pub(super) fn check_dataset(
             ),
         );
     }
-    if let Some(default) = parts.iter().find(|p| p.is_default) {
-        let count = tables::rows_in_partition(tx, &default.name)?;
+    // (A drained adopted table has two: its own and its history's.)
+    for default in parts.iter().filter(|p| p.is_default) {
+        let count = tables::unheld_rows_in_partition(tx, &d.name, &default.name)?;
         if count > 0 {
             finding(
                 report,
                 FindingKind::RowsInDefaultPartition,
                 name,
                 format!(
-                    "{}{} row{} in the default partition {}: {their} time lies outside every partition (far past or future, or inserted before {their} partition existed). {they} enforced row by row, and a partition created over {them} later must move {them} first; check where such times come from",
+                    "{}{} row{} in the default partition {} (not counting rows an active hold keeps there): {their} time lies outside every partition (far past or future, or inserted before {their} partition existed). {they} enforced row by row, and a partition created over {them} later must move {them} first; check where such times come from",
                     if count >= COUNT_CAP { "at least " } else { "" },
                     count,
                     if count == 1 { " sits" } else { "s sit" },
