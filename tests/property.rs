@@ -317,7 +317,7 @@ fn random_policies_remove_exactly_the_expired_rows() {
                 )
                 .unwrap()
                 .get(0);
-            seen_copy |= detail.contains("held row(s) were copied");
+            seen_copy |= detail.contains("row(s) were copied to a new partition");
             seen_index |= detail.contains("rows found through the tenant index");
             seen_drop |= !detail.ends_with(" dropped=0");
             let left: BTreeSet<i64> = c

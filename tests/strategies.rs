@@ -123,7 +123,10 @@ fn only_the_tenants_that_can_have_expired_rows_are_read_through_their_index() {
     assert_eq!(after, before, "{part} was scanned ({detail})");
     // Past 90 days only bot 3's held rows were left in each day: they were
     // copied out, and each day's partition, under its name, holds them alone.
-    assert!(detail.contains("held row(s) were copied"), "{detail}");
+    assert!(
+        detail.contains("row(s) were copied to a new partition"),
+        "{detail}"
+    );
     let old = c
         .query_one(
             "SELECT count(*), count(*) FILTER (WHERE c.bot_id <> 3),
@@ -145,4 +148,68 @@ fn only_the_tenants_that_can_have_expired_rows_are_read_through_their_index() {
         .get(0);
     // Row by row only bot 5's expired rows, not the held days' others.
     assert!(deleted < 20_000, "{deleted} rows deleted one by one");
+}
+
+/// Imported history: applied on an empty table, then 400 days of rows
+/// imported. The rows within every retention land in their partitions
+/// (premake made them back to the longest retention); the older ones land
+/// in the default partition, past every retention but a hold's. The run
+/// keeps only the held ones: copied to a new default partition, the old
+/// one dropped, nothing deleted row by row.
+#[test]
+fn imported_history_in_the_default_partition_is_dropped_not_deleted() {
+    let d = Deployed::new(POLICY);
+    let mut c = d.app();
+    d.sql(
+        "INSERT INTO app.conversations (bot_id, started_at, body)
+         SELECT (n / 400) % 20, now() - (n % 400) * interval '1 day' - (n % 3600) * interval '1 second', 'imported ' || n
+           FROM generate_series(1, 100000) AS n;
+         ANALYZE app.conversations",
+    );
+    let in_default: i64 = c
+        .query_one("SELECT count(*) FROM ONLY app.conversations_default", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        in_default > 70_000,
+        "{in_default} rows in the default partition"
+    );
+    let t: String = c
+        .query_one(
+            "SELECT to_char(date_trunc('second', now()) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let oracle = format!(
+        "SELECT count(*) FROM app.conversations c
+          WHERE c.bot_id = 3 OR NOT (c.started_at + interval '90 days' < '{t}'::timestamptz)"
+    );
+    let expected: i64 = c.query_one(oracle.as_str(), &[]).unwrap().get(0);
+    d.run_at("conversations", &t);
+    assert_eq!(d.count("app.conversations"), expected);
+    let r = c
+        .query_one(
+            "SELECT outcome, coalesce(detail, ''), rows_deleted,
+                    (SELECT count(*) FROM ONLY app.conversations_default WHERE bot_id <> 3)
+               FROM retention.run_log WHERE dataset = 'conversations' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    let detail: String = r.get(1);
+    assert_eq!(r.get::<_, String>(0), "ok", "{detail}");
+    assert!(
+        detail.contains("row(s) were copied to a new partition"),
+        "{detail}"
+    );
+    assert!(
+        r.get::<_, i64>(2) < 1_000,
+        "{} rows deleted one by one",
+        r.get::<_, i64>(2)
+    );
+    assert_eq!(
+        r.get::<_, i64>(3),
+        0,
+        "only held rows are left in the default partition"
+    );
 }

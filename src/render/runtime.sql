@@ -1699,9 +1699,10 @@ $$;
 --            held: it was dropped (its rows archived first, with an archive);
 --   rows     some rows may be expired: the run removes them in batches
 --            (run_batch);
---   copy     every row is expired but a few held ones: the run copies
---            those to a new partition of the period and drops this one
---            (run_copy_kept);
+--   copy     every row is expired but a few held ones (or, in a default
+--            partition, few are kept): the run copies those to a new
+--            partition of the period (a new default partition) and drops
+--            this one (run_copy_kept);
 --   skipped  it could not be done now (`note` says why); the next run
 --            retries.
 -- `note` on a drop or `rows` says something the log should show (a
@@ -1760,6 +1761,24 @@ BEGIN
     END IF;
     IF NOT coalesce(v_whole, false) THEN
         action := 'rows';
+        -- A default partition holds rows past every partition: mostly past
+        -- every retention (older than the partitions premake keeps), held,
+        -- or far in the future. When the run keeps few of them (at most
+        -- 10,000, and a fifth), those are copied to a new default
+        -- partition and this one is dropped (run_copy_kept), rather than
+        -- deleting the rest row by row. Not with an archive.
+        IF p_lower IS NULL AND p_upper IS NULL THEN
+            SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+            IF d.archive_relation IS NULL THEN
+                EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s t WHERE NOT coalesce(%s, false) LIMIT 10001) x',
+                               p_partition, p_pred) INTO v_n USING p_t;
+                -- (And at least 100 to remove: an empty or nearly empty
+                -- default partition stays as it is.)
+                SELECT CASE WHEN v_n <= 10000 AND v_n * 5 <= c.reltuples AND c.reltuples - v_n >= 100
+                            THEN 'copy' ELSE 'rows' END
+                  INTO action FROM pg_class c WHERE c.oid = p_partition;
+            END IF;
+        END IF;
         RETURN;
     END IF;
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
@@ -2016,7 +2035,8 @@ $$;
 
 -- run_copy_kept(dataset, T, lock_timeout, partition, lower, upper, pred,
 -- default): for a partition whose rows are all expired but a few held
--- ones (run_partition's `copy`): in one transaction, the rows the run
+-- ones, or a default partition whose rows the run keeps few of
+-- (run_partition's `copy`): in one transaction, the rows the run
 -- keeps (NOT pred) are copied into a new table of the table's shape, with
 -- its indexes and a CHECK of the period's bounds, which then takes the
 -- partition's place (DETACH, ATTACH without a scan, DROP, and the new one
@@ -2069,19 +2089,27 @@ BEGIN
                    p_partition, p_pred)
         USING p_t;
     GET DIAGNOSTICS copied = ROW_COUNT;
-    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT pgretain_period CHECK (%s)', v_new,
-                   concat_ws(' AND ',
-                             CASE WHEN isfinite(p_lower) THEN format('%I >= %s', d.time_column, retention.clock_literal(p_dataset, p_lower)) END,
-                             format('%I < %s', d.time_column, retention.clock_literal(p_dataset, p_upper))));
+    IF p_upper IS NOT NULL THEN   -- proves the period's bounds at ATTACH: no scan
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT pgretain_period CHECK (%s)', v_new,
+                       concat_ws(' AND ',
+                                 CASE WHEN isfinite(p_lower) THEN format('%I >= %s', d.time_column, retention.clock_literal(p_dataset, p_lower)) END,
+                                 format('%I < %s', d.time_column, retention.clock_literal(p_dataset, p_upper))));
+    END IF;
     SELECT greatest(c.reltuples, 0)::bigint INTO in_dropped FROM pg_class c WHERE c.oid = p_partition;
     in_dropped := greatest(in_dropped - copied, 0);
     EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', v_parent, p_partition);
-    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)', v_parent, v_new,
-                   CASE WHEN isfinite(p_lower) THEN retention.bound_literal(p_dataset, p_lower) ELSE 'MINVALUE' END,
-                   retention.bound_literal(p_dataset, p_upper));
+    IF p_upper IS NULL THEN   -- a default partition: PostgreSQL reads the few kept rows to check them
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s DEFAULT', v_parent, v_new);
+    ELSE
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)', v_parent, v_new,
+                       CASE WHEN isfinite(p_lower) THEN retention.bound_literal(p_dataset, p_lower) ELSE 'MINVALUE' END,
+                       retention.bound_literal(p_dataset, p_upper));
+    END IF;
     EXECUTE format('DROP TABLE %s', p_partition);
     EXECUTE format('ALTER TABLE %s RENAME TO %I', v_new, v_name);
-    EXECUTE format('ALTER TABLE %I.%I DROP CONSTRAINT pgretain_period', v_schema, v_name);
+    IF p_upper IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE %I.%I DROP CONSTRAINT pgretain_period', v_schema, v_name);
+    END IF;
     PERFORM retention.follow_replica_identity(p_dataset);
 EXCEPTION
     WHEN query_canceled THEN
@@ -2861,6 +2889,10 @@ BEGIN
                                                        v_ctx.uppers[i], v_ctx.pred, v_ctx.default_part);
                         v_cancelled := v_kept.cancelled;
                         IF v_kept.note IS NULL AND NOT v_kept.cancelled THEN
+                            IF v_ctx.parts[i] = v_ctx.default_part THEN   -- a new default partition
+                                v_ctx.default_part := (SELECT r.partition FROM retention.ranges(p_dataset) r
+                                                        WHERE r.lower_bound IS NULL);
+                            END IF;
                             v_drained := true;
                             v_copied_parts := v_copied_parts + 1;
                             v_copied_rows := v_copied_rows + v_kept.copied;
@@ -2976,7 +3008,7 @@ BEGIN
         END LOOP;
         IF v_copied_parts > 0 THEN
             v_info := v_info || pg_catalog.format(
-                '%s partition(s) held only a few held rows besides expired ones: their %s held row(s) were copied to a new partition of the same period, each under its old name, and the rest dropped with the old one',
+                '%s partition(s) held only a few rows to keep (held, or in a default partition) besides expired ones: their %s row(s) were copied to a new partition of the same period, each under its old name, and the rest dropped with the old one',
                 v_copied_parts, v_copied_rows);
         END IF;
         IF v_by_index > 0 THEN
