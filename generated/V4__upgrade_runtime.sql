@@ -1783,10 +1783,10 @@ $$;
 --            held: it was dropped (its rows archived first, with an archive);
 --   rows     some rows may be expired: the run removes them in batches
 --            (run_batch);
---   copy     every row is expired but a few held ones (or, in a default
---            partition, few are kept): the run copies those to a new
---            partition of the period (a new default partition) and drops
---            this one (run_copy_kept);
+--   copy     every row is expired but a few held ones: the run copies
+--            those to a new partition of the period and drops this one
+--            (run_copy_kept; the run does the same with a default partition
+--            it keeps few rows of: few_kept);
 --   skipped  it could not be done now (`note` says why); the next run
 --            retries.
 -- `note` on a drop or `rows` says something the log should show (a
@@ -1845,24 +1845,6 @@ BEGIN
     END IF;
     IF NOT coalesce(v_whole, false) THEN
         action := 'rows';
-        -- A default partition holds rows past every partition: mostly past
-        -- every retention (older than the partitions premake keeps), held,
-        -- or far in the future. When the run keeps few of them (at most
-        -- 10,000, and a fifth), those are copied to a new default
-        -- partition and this one is dropped (run_copy_kept), rather than
-        -- deleting the rest row by row. Not with an archive.
-        IF p_lower IS NULL AND p_upper IS NULL THEN
-            SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
-            IF d.archive_relation IS NULL THEN
-                EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s t WHERE NOT coalesce(%s, false) LIMIT 10001) x',
-                               p_partition, p_pred) INTO v_n USING p_t;
-                -- (And at least 100 to remove: an empty or nearly empty
-                -- default partition stays as it is.)
-                SELECT CASE WHEN v_n <= 10000 AND v_n * 5 <= c.reltuples AND c.reltuples - v_n >= 100
-                            THEN 'copy' ELSE 'rows' END
-                  INTO action FROM pg_class c WHERE c.oid = p_partition;
-            END IF;
-        END IF;
         RETURN;
     END IF;
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
@@ -1985,16 +1967,14 @@ BEGIN
 END
 $$;
 
--- run_special(dataset): the tenants with a rule of their own (a policy
--- override naming them, or a run-time setting), as SQL over a row `t`, in
--- the tenant column's own type so that an index on it finds their rows:
---   t."account_id" = ANY ('{5,7}'::integer[])
--- 'false' when there are none; NULL when the dataset has no tenant column,
--- or stamps each row's retention (changes_apply_to: new_rows), or the list
--- cannot be made. A tenant written in settings that is no value of the
--- column's type, or not as the column prints it (`07` for 7), names no row
--- (rules compare the column's text), so it is left out.
-CREATE OR REPLACE FUNCTION retention.run_special(p_dataset text)
+-- typed_tenants(dataset, tenants): SQL over a row `t` naming the rows of
+-- those tenants in the tenant column's own type, so that an index on it
+-- finds them:   t."account_id" = ANY ('{5,7}'::integer[])
+-- 'false' when none is left; NULL when the dataset has no tenant column or
+-- the list cannot be made. A tenant that is no value of the column's type,
+-- or not as the column prints it (`07` for 7), names no row (the rules
+-- compare the column's text), so it is left out.
+CREATE OR REPLACE FUNCTION retention.typed_tenants(p_dataset text, p_tenants text[])
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2004,24 +1984,22 @@ DECLARE
     v_type  text;
     v_ok    text[] := '{}';
     v_canon text;
-    r       record;
+    v_t     text;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
-    IF d.new_rows OR d.tenant_column IS NULL THEN
+    IF d.tenant_column IS NULL THEN
         RETURN NULL;
     END IF;
     SELECT format_type(a.atttypid, a.atttypmod) INTO STRICT v_type FROM pg_attribute a
      WHERE a.attrelid = d.relation::regclass AND a.attname = d.tenant_column AND NOT a.attisdropped;
-    FOR r IN SELECT o.tenant FROM retention.policy_override o WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL
-             UNION SELECT s.tenant FROM retention.tenant_setting s WHERE s.dataset = p_dataset
-             ORDER BY 1 LOOP
+    FOR v_t IN SELECT DISTINCT x FROM unnest(p_tenants) AS x WHERE x IS NOT NULL ORDER BY 1 LOOP
         BEGIN
-            EXECUTE format('SELECT (%L::%s)::text', r.tenant, v_type) INTO v_canon;
+            EXECUTE format('SELECT (%L::%s)::text', v_t, v_type) INTO v_canon;
         EXCEPTION WHEN OTHERS THEN
             v_canon := NULL;
         END;
-        IF v_canon = r.tenant THEN
-            v_ok := v_ok || r.tenant;
+        IF v_canon = v_t THEN
+            v_ok := v_ok || v_t;
         END IF;
     END LOOP;
     IF cardinality(v_ok) = 0 THEN
@@ -2030,6 +2008,74 @@ BEGIN
     RETURN format('t.%I = ANY (%L::%s[])', d.tenant_column, v_ok, v_type);
 EXCEPTION WHEN OTHERS THEN
     RETURN NULL;   -- read every row instead: slower, never wrong
+END
+$$;
+
+-- run_special(dataset): the tenants with a rule of their own (a policy
+-- override naming them, or a run-time setting), as typed_tenants() writes
+-- them; NULL also when each row carries its own retention
+-- (changes_apply_to: new_rows).
+CREATE OR REPLACE FUNCTION retention.run_special(p_dataset text)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN d.new_rows THEN NULL
+                ELSE retention.typed_tenants(d.name, ARRAY(
+                         SELECT o.tenant FROM retention.policy_override o WHERE o.dataset = d.name AND o.tenant IS NOT NULL
+                         UNION SELECT s.tenant FROM retention.tenant_setting s WHERE s.dataset = d.name)) END
+      FROM retention.dataset d WHERE d.name = p_dataset
+$$;
+
+-- run_kept_where(dataset, T, default): a condition over a row `t` that
+-- every row the run at T keeps meets, written so that indexes find them,
+-- for a partition whose rows are all expired but held ones (default
+-- false), or for a default partition (true), whose rows are older than
+-- every partition premake keeps (so past every retention) or in the
+-- future: the held tenants (typed_tenants), or a time at or after the
+-- oldest partition premake keeps. NULL when there is no such condition: a
+-- hold on a whole environment, or stamped retentions (new_rows), which a
+-- row may carry outside the possible ones.
+CREATE OR REPLACE FUNCTION retention.run_kept_where(p_dataset text, p_t timestamptz, p_default boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_held  text;
+    v_back  interval;
+    v_first timestamptz;
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF d.new_rows OR EXISTS (SELECT 1 FROM retention.hold h
+                              WHERE h.dataset = p_dataset AND h.tenant IS NULL
+                                AND (h.until IS NULL OR (p_t AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp)) THEN
+        RETURN NULL;
+    END IF;
+    v_held := retention.typed_tenants(p_dataset, ARRAY(
+        SELECT h.tenant FROM retention.hold h
+         WHERE h.dataset = p_dataset
+           AND (h.until IS NULL OR (p_t AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp)));
+    IF v_held IS NULL AND EXISTS (SELECT 1 FROM retention.hold h WHERE h.dataset = p_dataset) THEN
+        RETURN NULL;
+    END IF;
+    v_held := coalesce(v_held, 'false');
+    IF NOT p_default THEN
+        RETURN v_held;
+    END IF;
+    -- As premake counts back (the same bound): a row before it is past
+    -- every retention a row can have.
+    SELECT max(k + retention.calendar_slack(k)) INTO v_back FROM retention.possible_keeps(p_dataset) AS k;
+    v_first := retention.period_start(d.granularity,
+                                      ((p_t AT TIME ZONE 'UTC'::text) - coalesce(v_back, d.keep)) AT TIME ZONE 'UTC'::text,
+                                      d.time_zone);
+    RETURN format('(t.%I >= %s OR %s)', d.time_column, retention.clock_literal(p_dataset, v_first), v_held);
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
 END
 $$;
 
@@ -2117,21 +2163,47 @@ BEGIN
 END
 $$;
 
+-- few_kept(partition, where, pred, T): whether the run at T keeps few of
+-- the partition's rows: at most 10,000 and a fifth of them, with at least
+-- 100 to remove. Counts the kept rows among those `where` finds (through
+-- an index: run_kept_where), not the partition.
+CREATE OR REPLACE FUNCTION retention.few_kept(p_partition regclass, p_where text, p_pred text, p_t timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s t WHERE %s AND NOT coalesce(%s, false) LIMIT 10001) x',
+                   p_partition, p_where, p_pred) INTO v_n USING p_t;
+    RETURN (SELECT v_n <= 10000 AND v_n * 5 <= c.reltuples AND c.reltuples - v_n >= 100
+              FROM pg_class c WHERE c.oid = p_partition);
+EXCEPTION WHEN OTHERS THEN
+    RETURN false;
+END
+$$;
+
 -- run_copy_kept(dataset, T, lock_timeout, partition, lower, upper, pred,
 -- default): for a partition whose rows are all expired but a few held
 -- ones, or a default partition whose rows the run keeps few of
--- (run_partition's `copy`): in one transaction, the rows the run
--- keeps (NOT pred) are copied into a new table of the table's shape, with
--- its indexes and a CHECK of the period's bounds, which then takes the
--- partition's place (DETACH, ATTACH without a scan, DROP, and the new one
--- renamed to the old name). Returns the rows copied and about how many
+-- (run_partition's `copy`; few_kept): in one transaction, the rows the
+-- run keeps (NOT pred), found among those `where` finds (run_kept_where:
+-- through indexes, so the locks below last as long as a copy of the kept
+-- rows, not a read of the partition), are copied into a new table of the
+-- table's shape, with
+-- its indexes, which then takes the partition's place (DETACH, ATTACH,
+-- DROP, and the new one renamed to the old name). Returns the rows copied and about how many
 -- expired rows went with the old partition.
 -- Locks: ACCESS EXCLUSIVE on the table, its default partition and the
 -- partition (each waited for at most lock_timeout), like a drop, held
 -- while the few kept rows are copied (at most 10,000: run_partition).
 CREATE OR REPLACE FUNCTION retention.run_copy_kept(p_dataset text, p_t timestamptz, p_lock_timeout text,
                                                    p_partition regclass, p_lower timestamptz, p_upper timestamptz,
-                                                   p_pred text, p_default regclass,
+                                                   p_pred text, p_where text, p_default regclass,
                                                    OUT copied bigint, OUT in_dropped bigint, OUT note text,
                                                    OUT cancelled boolean)
 LANGUAGE plpgsql
@@ -2157,6 +2229,20 @@ BEGIN
     SELECT i.inhparent::regclass, n.nspname, c.relname INTO STRICT v_parent, v_schema, v_name
       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE i.inhrelid = p_partition;
+    -- The new table first (nobody sees it yet: no lock on the table but
+    -- the ACCESS SHARE that LIKE takes), with the table's indexes and its
+    -- replica identity (FULL or NOTHING; a key is its own index).
+    v_new := format('%I.%I', v_schema, left(v_name, 58) || '_kept');
+    EXECUTE format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS
+                    INCLUDING STORAGE INCLUDING STATISTICS INCLUDING COMPRESSION INCLUDING INDEXES)', v_new, v_parent);
+    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = d.relation::regclass) IN ('f', 'n') THEN
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', v_new,
+                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = d.relation::regclass)
+                            WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+    END IF;
+    -- Then, under the locks a drop takes, the kept rows and the swap. The
+    -- new partition has at most 10,000 rows: PostgreSQL checks them against
+    -- the period's bounds as it attaches it.
     EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.relation);
     IF p_default IS NOT NULL THEN
         EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_default);
@@ -2165,24 +2251,15 @@ BEGIN
         EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_parent);
     END IF;
     EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_partition);
-    v_new := format('%I.%I', v_schema, left(v_name, 58) || '_kept');
-    EXECUTE format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS
-                    INCLUDING STORAGE INCLUDING STATISTICS INCLUDING COMPRESSION INCLUDING INDEXES)', v_new, v_parent);
-    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM ONLY %s t WHERE NOT coalesce(%s, false)',
+    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM ONLY %s t WHERE %s AND NOT coalesce(%s, false)',
                    v_new, retention.insertable_columns(v_new::regclass), retention.insertable_columns(v_new::regclass, 't.'),
-                   p_partition, p_pred)
+                   p_partition, coalesce(p_where, 'true'), p_pred)
         USING p_t;
     GET DIAGNOSTICS copied = ROW_COUNT;
-    IF p_upper IS NOT NULL THEN   -- proves the period's bounds at ATTACH: no scan
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT pgretain_period CHECK (%s)', v_new,
-                       concat_ws(' AND ',
-                                 CASE WHEN isfinite(p_lower) THEN format('%I >= %s', d.time_column, retention.clock_literal(p_dataset, p_lower)) END,
-                                 format('%I < %s', d.time_column, retention.clock_literal(p_dataset, p_upper))));
-    END IF;
     SELECT greatest(c.reltuples, 0)::bigint INTO in_dropped FROM pg_class c WHERE c.oid = p_partition;
     in_dropped := greatest(in_dropped - copied, 0);
     EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', v_parent, p_partition);
-    IF p_upper IS NULL THEN   -- a default partition: PostgreSQL reads the few kept rows to check them
+    IF p_upper IS NULL THEN
         EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s DEFAULT', v_parent, v_new);
     ELSE
         EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)', v_parent, v_new,
@@ -2191,10 +2268,6 @@ BEGIN
     END IF;
     EXECUTE format('DROP TABLE %s', p_partition);
     EXECUTE format('ALTER TABLE %s RENAME TO %I', v_new, v_name);
-    IF p_upper IS NOT NULL THEN
-        EXECUTE format('ALTER TABLE %I.%I DROP CONSTRAINT pgretain_period', v_schema, v_name);
-    END IF;
-    PERFORM retention.follow_replica_identity(p_dataset);
 EXCEPTION
     WHEN query_canceled THEN
         copied := 0;
@@ -2848,6 +2921,8 @@ DECLARE
     v_archive   boolean;
     v_special   text;     -- run_special: the tenants with rules of their own, typed
     v_narrow    text;
+    v_kept_range   text;   -- run_kept_where: what the run keeps, findable by index
+    v_kept_default text;
     v_by_pages  integer := 0;
     v_by_index  integer := 0;
     v_kept      record;
@@ -2909,6 +2984,8 @@ BEGIN
             v_cancelled := v_ctx.cancelled;
             v_error := v_ctx.error;
             v_special := retention.run_special(p_dataset);
+            v_kept_range := retention.run_kept_where(p_dataset, v_t, false);
+            v_kept_default := retention.run_kept_where(p_dataset, v_t, true);
         EXCEPTION WHEN query_canceled THEN
             v_cancelled := true;
         END;
@@ -2960,6 +3037,9 @@ BEGIN
             -- removed row by row, as from any partition.
             v_phases := CASE WHEN v_cancelled OR v_step.action NOT IN ('rows', 'copy') THEN '{}'::text[]
                              WHEN v_step.action = 'copy' THEN '{copy,rows}'::text[]
+                             WHEN v_ctx.lowers[i] IS NULL AND v_kept_default IS NOT NULL AND NOT v_ctx.archives
+                                  AND retention.few_kept(v_ctx.parts[i], v_kept_default, v_ctx.pred, v_t)
+                                 THEN '{copy,rows}'::text[]
                              WHEN v_ctx.lowers[i] IS DISTINCT FROM '-infinity'::timestamptz THEN '{rows}'::text[]
                              WHEN v_ctx.archives THEN '{rows,drain}'::text[]
                              ELSE '{drain,rows}'::text[] END;
@@ -2970,7 +3050,9 @@ BEGIN
                     BEGIN
                         SELECT * INTO v_kept
                           FROM retention.run_copy_kept(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
-                                                       v_ctx.uppers[i], v_ctx.pred, v_ctx.default_part);
+                                                       v_ctx.uppers[i], v_ctx.pred,
+                                                       CASE WHEN v_ctx.lowers[i] IS NULL THEN v_kept_default ELSE v_kept_range END,
+                                                       v_ctx.default_part);
                         v_cancelled := v_kept.cancelled;
                         IF v_kept.note IS NULL AND NOT v_kept.cancelled THEN
                             IF v_ctx.parts[i] = v_ctx.default_part THEN   -- a new default partition
