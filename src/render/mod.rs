@@ -34,7 +34,10 @@ use text::{comment, lit};
 /// as far as a row can be live, existing tables adopted in place
 /// (`adopt()`), erasure across datasets by subject (`retention.subject`,
 /// `erase_subject()`), each dataset's erasure one statement (`erase_one()`).
-pub const RUNTIME_VERSION: u32 = 3;
+/// Version 4: sensitive values looked for before the document is rebuilt
+/// (`may_have_keys()`), an unchanged or unchanged-once-stripped value left as
+/// stored.
+pub const RUNTIME_VERSION: u32 = 4;
 
 /// The shared machinery of the `retention` schema.
 pub const RUNTIME_SQL: &str = include_str!("runtime.sql");

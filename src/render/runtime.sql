@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------
--- pgretain runtime, version 3: the `retention` schema's machinery.
+-- pgretain runtime, version 4: the `retention` schema's machinery.
 --
 -- Everything pgretain needs in the database lives in schema `retention`:
 --   retention.dataset          one row per policy dataset (written by migrations only)
@@ -469,6 +469,37 @@ BEGIN
     ELSE
         RETURN p_doc;
     END CASE;
+END
+$$;
+
+-- may_have_keys(doc, keys): false only when strip_keys(doc, keys) would
+-- remove nothing, so a write without sensitive keys (most writes) costs one
+-- scan of the document's text instead of a rebuild of the whole document.
+-- Sound because a key strip_keys removes has the lower() of one of `keys`,
+-- and jsonb's text writes every key between double quotes, escaping only
+-- `"`, `\` and control characters: so lower(doc::text) contains
+-- '"' || lower(key) || '"' (the quotes are caseless and bound the key, so
+-- lower() of the whole text lowers the key as it lowers it alone). A key
+-- with a character jsonb would escape is not looked for: true, and the
+-- caller strips.
+CREATE OR REPLACE FUNCTION retention.may_have_keys(p_doc jsonb, p_keys text[])
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_text text := lower(p_doc::text);
+    v_key  text;
+BEGIN
+    IF v_text IS NULL THEN
+        RETURN false;
+    END IF;
+    FOREACH v_key IN ARRAY p_keys LOOP
+        IF v_key ~ '[[:cntrl:]"\\]' OR strpos(v_text, '"' || lower(v_key) || '"') > 0 THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
 END
 $$;
 
