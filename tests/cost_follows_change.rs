@@ -1,7 +1,9 @@
 //! Issue 11, "Enforcement cost follows what changes", on a real PostgreSQL
 //! 15: the sensitive-value trigger costs only what a write changes (an
 //! update of another column writes the WAL it would write without the
-//! trigger).
+//! trigger), and a retention a tenant setting had for a minute stops
+//! counting once no stored row can carry it, so partitions are dropped
+//! again, while a row stamped with it is kept to its own deadline.
 
 mod common;
 
@@ -244,4 +246,178 @@ fn sensitive_values_are_stripped_and_other_writes_cost_what_they_cost_without_th
         pw_trigger < 3 * bare,
         "an update whose stripped value is the stored one wrote {pw_trigger} bytes of WAL ({bare} for activity alone)"
     );
+}
+
+const EVENTS: &str = r#"
+version: 1
+datasets:
+  events:
+    description: Events.
+    table: app.events
+    columns:
+      id: bigint generated always as identity
+      label: text not null
+      bot_id: text not null
+      at: timestamptz not null
+    time: at
+    tenant: bot_id
+    changes_apply_to: new_rows
+    keep: 10 days
+    max_keep: 365 days
+    partition: day
+"#;
+
+fn run(d: &Deployed, days: i32) {
+    d.sql(&format!(
+        "CALL retention.\"enforce_events\"(p_now => now() + interval '{days} days')"
+    ));
+}
+
+fn remembered(c: &mut Client) -> Vec<String> {
+    c.query(
+        "SELECT keep_text || CASE WHEN out_of_force_xmax IS NULL THEN '' ELSE ' (out of force)' END
+           FROM retention.keep_history WHERE dataset = 'events' ORDER BY keep_text",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Partitions of events for the last six days before today (the days the
+/// rows below are in).
+fn old_partitions(c: &mut Client) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM retention.partitions('events')
+          WHERE lower_bound >= now() - interval '7 days' AND upper_bound <= now()",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn last_run(c: &mut Client) -> (String, i32, String) {
+    let r = c
+        .query_one(
+            "SELECT outcome, cardinality(partitions_dropped), coalesce(detail, '')
+               FROM retention.run_log WHERE dataset = 'events' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+#[test]
+fn a_retention_set_for_a_minute_stops_counting_once_no_row_can_carry_it() {
+    let d = Deployed::new(EVENTS);
+    d.backfill_partitions("events", 8);
+    let mut c = d.app();
+    // bot-1's retention is 365 days for a minute: one row is stamped with it.
+    c.batch_execute(
+        "INSERT INTO retention.tenant_setting (dataset, tenant, keep) VALUES ('events', 'bot-1', '365 days');
+         INSERT INTO app.events (label, bot_id, at) VALUES ('long', 'bot-1', now() - interval '1 day'),
+                                                           ('long, 300 days old', 'bot-1', now() - interval '300 days');
+         DELETE FROM retention.tenant_setting WHERE dataset = 'events' AND tenant = 'bot-1';
+         INSERT INTO app.events (label, bot_id, at)
+         SELECT 'short ' || n, CASE WHEN n % 2 = 0 THEN 'bot-1' ELSE 'bot-2' END, now() - n * interval '1 day'
+           FROM generate_series(1, 5) AS n;",
+    )
+    .unwrap();
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT string_agg(label || '=' || retention_keep::text, ', ' ORDER BY label) FROM app.events WHERE label IN ('long', 'short 2')"
+        ),
+        "long=365 days, short 2=10 days"
+    );
+    assert_eq!(remembered(&mut c), ["10 days", "365 days"]);
+
+    // T = now + 20 days: every short row is past its deadline and removed,
+    // the long one is kept; 365 days still counts (a row carries it), so the
+    // partitions of the last days are not dropped whole. This run is the
+    // first to see 365 days out of force: it marks it.
+    run(&d, 20);
+    assert_eq!(d.labels("app.events"), ["long", "long, 300 days old"]);
+    assert_eq!(remembered(&mut c), ["10 days", "365 days (out of force)"]);
+    let before = old_partitions(&mut c);
+    assert!(before >= 5, "partitions before now: {before}");
+    assert_eq!(last_run(&mut c).0, "ok");
+
+    // T = now + 21 days: marked, but the long rows still carry it: kept,
+    // and so are the rows (their deadlines are 364 and 65 days from now),
+    // the old one too, though a row of its time stamped 10 days would have
+    // gone long ago.
+    run(&d, 21);
+    assert_eq!(d.labels("app.events"), ["long", "long, 300 days old"]);
+    assert_eq!(remembered(&mut c), ["10 days", "365 days (out of force)"]);
+    assert_eq!(old_partitions(&mut c), before);
+    assert_eq!(last_run(&mut c).1, 0, "a partition was dropped");
+
+    // The application deletes them: no row carries 365 days now.
+    c.batch_execute("DELETE FROM app.events WHERE label LIKE 'long%'")
+        .unwrap();
+    run(&d, 22);
+    let (outcome, _, detail) = last_run(&mut c);
+    assert_eq!(outcome, "ok");
+    assert!(
+        detail.contains("retention 365 days forgotten"),
+        "detail: {detail}"
+    );
+    assert_eq!(remembered(&mut c), ["10 days"]);
+
+    // The next run counts 10 days only: every partition wholly more than
+    // 10 days before T goes whole.
+    run(&d, 23);
+    let (outcome, dropped, _) = last_run(&mut c);
+    assert_eq!(outcome, "ok");
+    assert!(dropped as i64 >= before, "dropped {dropped} of {before}");
+    assert_eq!(old_partitions(&mut c), 0);
+}
+
+#[test]
+fn a_remembered_retention_in_force_again_is_not_forgotten() {
+    let d = Deployed::new(EVENTS);
+    let mut c = d.app();
+    c.batch_execute(
+        "INSERT INTO retention.tenant_setting (dataset, tenant, keep) VALUES ('events', 'bot-1', '200 days');
+         DELETE FROM retention.tenant_setting WHERE dataset = 'events';",
+    )
+    .unwrap();
+    run(&d, 1);
+    assert_eq!(remembered(&mut c), ["10 days", "200 days (out of force)"]);
+    // Back in force (the mark goes), a row stamped, the setting gone again.
+    c.batch_execute(
+        "INSERT INTO retention.tenant_setting (dataset, tenant, keep) VALUES ('events', 'bot-1', '200 days');",
+    )
+    .unwrap();
+    assert_eq!(remembered(&mut c), ["10 days", "200 days"]);
+    c.batch_execute(
+        "INSERT INTO app.events (label, bot_id, at) VALUES ('stamped', 'bot-1', now() - interval '30 days');
+         DELETE FROM retention.tenant_setting WHERE dataset = 'events';",
+    )
+    .unwrap();
+    run(&d, 2);
+    run(&d, 3);
+    run(&d, 4);
+    // The stamped row is kept to its own deadline, and its retention with it.
+    assert_eq!(d.labels("app.events"), ["stamped"]);
+    assert_eq!(remembered(&mut c), ["10 days", "200 days (out of force)"]);
+}
+
+#[test]
+fn a_remembered_retention_is_not_forgotten_while_a_hold_is_active() {
+    let policy = format!("{EVENTS}holds:\n  - tenant: \"bot-9\"\n    reason: \"audit\"\n");
+    let d = Deployed::new(&policy);
+    let mut c = d.app();
+    c.batch_execute(
+        "INSERT INTO retention.tenant_setting (dataset, tenant, keep) VALUES ('events', 'bot-1', '200 days');
+         DELETE FROM retention.tenant_setting WHERE dataset = 'events';",
+    )
+    .unwrap();
+    run(&d, 1);
+    run(&d, 2);
+    run(&d, 3);
+    // A held row may carry it past its deadline: it stays until the hold ends.
+    assert_eq!(remembered(&mut c), ["10 days", "200 days (out of force)"]);
 }

@@ -35,8 +35,8 @@ use text::{comment, lit};
 /// (`adopt()`), erasure across datasets by subject (`retention.subject`,
 /// `erase_subject()`), each dataset's erasure one statement (`erase_one()`).
 /// Version 4: sensitive values looked for before the document is rebuilt
-/// (`may_have_keys()`), an unchanged or unchanged-once-stripped value left as
-/// stored.
+/// (`may_have_keys()`), an unchanged stripped value left as stored; remembered
+/// retentions no stored row carries are forgotten by the run (`run_forget()`).
 pub const RUNTIME_VERSION: u32 = 4;
 
 /// The shared machinery of the `retention` schema.

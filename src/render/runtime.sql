@@ -166,6 +166,14 @@ BEGIN
     END IF;
 END
 $upgrade$;
+-- Version 4: a value no setting, override or keep gives any more is marked
+-- by the first run that sees it so, and forgotten once no stored row can
+-- carry it (run_forget). `out_of_force_xmax`: the xmax of that run's
+-- snapshot (every transaction that may have stamped the value has an xid
+-- below it); `out_of_force_since`: when (for people). NULL: in force.
+ALTER TABLE retention.keep_history
+    ADD COLUMN IF NOT EXISTS out_of_force_since timestamptz,
+    ADD COLUMN IF NOT EXISTS out_of_force_xmax xid8;
 
 -- config: one row of policy-wide settings, written by migrations.
 CREATE TABLE IF NOT EXISTS retention.config (
@@ -400,8 +408,10 @@ BEGIN
                                 coalesce(d.max_keep::text, 'any length'));
     END IF;
     NEW.updated_at := now();
-    INSERT INTO retention.keep_history (dataset, keep) VALUES (NEW.dataset, NEW.keep)
-        ON CONFLICT DO NOTHING;
+    -- Remembered, and in force again if a run had marked it out of force.
+    INSERT INTO retention.keep_history AS h (dataset, keep) VALUES (NEW.dataset, NEW.keep)
+        ON CONFLICT (dataset, keep_text) DO UPDATE SET out_of_force_since = NULL, out_of_force_xmax = NULL
+        WHERE h.out_of_force_xmax IS NOT NULL;
     RETURN NEW;
 END
 $$;
@@ -435,9 +445,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    INSERT INTO retention.keep_history (dataset, keep)
+    INSERT INTO retention.keep_history AS h (dataset, keep)
         VALUES (to_jsonb(NEW) ->> TG_ARGV[0], NEW.keep)   -- TG_ARGV[0]: the column naming the dataset
-        ON CONFLICT DO NOTHING;
+        ON CONFLICT (dataset, keep_text) DO UPDATE SET out_of_force_since = NULL, out_of_force_xmax = NULL
+        WHERE h.out_of_force_xmax IS NOT NULL;            -- in force again
     RETURN NEW;
 END
 $$;
@@ -1928,6 +1939,107 @@ EXCEPTION
 END
 $$;
 
+-- keeps_in_force(dataset): the exact text of every retention a source gives
+-- now: the dataset's keep, its policy overrides and its tenant settings.
+CREATE OR REPLACE FUNCTION retention.keeps_in_force(p_dataset text)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = 'postgres'
+AS $$
+    SELECT d.keep::text FROM retention.dataset d WHERE d.name = p_dataset
+    UNION SELECT o.keep::text FROM retention.policy_override o WHERE o.dataset = p_dataset
+    UNION SELECT s.keep::text FROM retention.tenant_setting s WHERE s.dataset = p_dataset
+$$;
+
+-- run_forget(dataset, T, lock_timeout, xmin, complete): the remembered
+-- retentions (keep_history) of a `changes_apply_to: new_rows` dataset that
+-- no stored row can carry any more stop counting, so a value a tenant
+-- setting had for a minute does not keep partitions from being dropped
+-- forever (SPEC §3 "Cost"). The rule (docs/how-it-works.md, "Remembered
+-- retentions"):
+--   * a value no source gives (keeps_in_force) is marked by the first run
+--     that sees it so: `out_of_force_xmax`, the xmax of that run's snapshot;
+--     a value in force again loses its mark (here, and where it is written:
+--     tenant_setting_check, remember_keep);
+--   * a run at T forgets a marked value when
+--       - p_xmin, the xmin of the run's first snapshot, is at or past the
+--         mark: every transaction that had an xid when the value was seen out
+--         of force, and so every one that may have stamped it, had ended
+--         before this run looked at a partition;
+--       - the run did everything due (p_complete: no partition skipped,
+--         nothing left for later), with the value still counted: so no row
+--         carrying it whose deadline is before T remains, but held ones,
+--       - no hold of the dataset is active at T,
+--       - and no row carries it with its time at or after T - value -
+--         calendar_slack(value): a row that carries it and is not expired has
+--         such a time, whatever it was when the row was stamped (a sliding
+--         clock moves it, an update may move it): one range of the time
+--         column's index, the default partition included.
+-- Returns the values forgotten (exact text). Never changes a row of the
+-- table; an error is reported in `note` and forgets nothing.
+CREATE OR REPLACE FUNCTION retention.run_forget(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                                p_xmin xid8, p_complete boolean,
+                                                OUT forgotten text[], OUT note text, OUT cancelled boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d       retention.dataset;
+    h       record;
+    v_from  timestamptz;
+    v_found boolean;
+    v_state text;
+    v_msg   text;
+BEGIN
+    forgotten := '{}';
+    cancelled := false;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF NOT d.new_rows THEN   -- all_rows: only the retentions in force count already
+        RETURN;
+    END IF;
+    UPDATE retention.keep_history k SET out_of_force_since = NULL, out_of_force_xmax = NULL
+     WHERE k.dataset = p_dataset AND k.out_of_force_xmax IS NOT NULL
+       AND k.keep_text IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x);
+    IF p_complete AND retention.run_held(p_dataset, p_t) IS NULL THEN
+        FOR h IN SELECT k.keep, k.keep_text FROM retention.keep_history k
+                  WHERE k.dataset = p_dataset AND k.out_of_force_xmax <= p_xmin
+                    AND k.keep_text NOT IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x)
+                  ORDER BY k.keep_text
+        LOOP
+            v_from := ((p_t AT TIME ZONE 'UTC'::text) - h.keep - retention.calendar_slack(h.keep)) AT TIME ZONE 'UTC'::text;
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s t WHERE t.%I >= %s AND t.retention_keep::text = $1)',
+                           d.relation, d.time_column, retention.clock_literal(p_dataset, v_from))
+               INTO v_found USING h.keep_text;
+            IF NOT v_found THEN
+                DELETE FROM retention.keep_history k
+                 WHERE k.dataset = p_dataset AND k.keep_text = h.keep_text AND k.out_of_force_xmax IS NOT NULL;
+                IF FOUND THEN
+                    forgotten := forgotten || h.keep_text;
+                END IF;
+            END IF;
+        END LOOP;
+    END IF;
+    UPDATE retention.keep_history k
+       SET out_of_force_since = now(), out_of_force_xmax = pg_snapshot_xmax(pg_current_snapshot())
+     WHERE k.dataset = p_dataset AND k.out_of_force_xmax IS NULL
+       AND k.keep_text NOT IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x);
+EXCEPTION
+    WHEN query_canceled THEN
+        forgotten := '{}';
+        cancelled := true;
+        note := 'remembered retentions: cancelled (statement_timeout, or pg_cancel_backend)';
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        forgotten := '{}';
+        note := retention.error_note('remembered retentions (none forgotten)', v_state, v_msg);
+END
+$$;
+
 -- run_finish(...): writes the run's outcome and releases its lock:
 --   ok       everything due was done (`p_info` may say how, e.g. a column
 --            added to the archive, a retried serialization failure);
@@ -1982,7 +2094,9 @@ $$;
 --      row is expired, else run_batch, batch_pages pages at a time, when
 --      some may be;
 --   5. run_archive_expiry for each archive partition;
---   6. run_finish: the outcome, and the lock released.
+--   6. run_forget: remembered retentions no stored row can carry any more
+--      are forgotten (changes_apply_to: new_rows);
+--   7. run_finish: the outcome, and the lock released.
 -- A cancel (statement_timeout, pg_cancel_backend) stops the run where it
 -- is: it is logged `failed`, the lock released, the caller's search_path
 -- put back, and the cancel reported to the caller. (A cancel that lands
@@ -2007,6 +2121,8 @@ DECLARE
     v_step      record;
     v_batch     record;
     v_exp       record;
+    v_forget    record;
+    v_xmin      xid8;
     v_page      bigint;
     v_busy      boolean := false;
     v_cancelled boolean := false;
@@ -2052,6 +2168,9 @@ BEGIN
     IF v_run.takeover IS NOT NULL THEN
         v_info := v_info || v_run.takeover;
     END IF;
+    -- Every transaction with an xid below this had ended before the run
+    -- looked at anything (run_forget).
+    v_xmin := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
 
     -- 2. Future partitions.
     BEGIN
@@ -2164,6 +2283,26 @@ BEGIN
             END;
             COMMIT;
         END LOOP;
+
+        -- 6. Remembered retentions no stored row can carry any more.
+        IF NOT v_cancelled THEN
+            BEGIN
+                SELECT * INTO v_forget
+                  FROM retention.run_forget(p_dataset, v_t, v_run.lock_timeout, v_xmin,
+                                            pg_catalog.cardinality(v_skipped) = 0 AND pg_catalog.cardinality(v_notes) = 0);
+                v_cancelled := v_forget.cancelled;
+                IF v_forget.note IS NOT NULL THEN
+                    v_info := v_info || v_forget.note;
+                END IF;
+                IF pg_catalog.cardinality(v_forget.forgotten) > 0 THEN
+                    v_info := v_info || pg_catalog.format('retention %s forgotten: no stored row can carry it any more',
+                                                          pg_catalog.array_to_string(v_forget.forgotten, ', '));
+                END IF;
+            EXCEPTION WHEN query_canceled THEN
+                v_cancelled := true;
+            END;
+            COMMIT;
+        END IF;
     ELSIF v_error IS NOT NULL THEN
         v_notes := v_notes || v_error;
     END IF;
@@ -2172,7 +2311,7 @@ BEGIN
         v_notes := v_notes || v_error;
     END IF;
 
-    -- 6. The outcome; the lock released (a second cancel here still
+    -- 7. The outcome; the lock released (a second cancel here still
     -- releases the lock, and the next run marks this one failed).
     BEGIN
         v_outcome := retention.run_finish(v_run.log_id, p_dataset, v_error IS NOT NULL, v_notes, v_info, v_dropped,
