@@ -250,6 +250,14 @@ BEGIN
     END IF;
 END
 $upgrade$;
+-- Version 4: a value no setting, override or keep gives any more is marked
+-- by the first run that sees it so, and forgotten once no stored row can
+-- carry it (run_forget). `out_of_force_xmax`: the xmax of that run's
+-- snapshot (every transaction that may have stamped the value has an xid
+-- below it); `out_of_force_since`: when (for people). NULL: in force.
+ALTER TABLE retention.keep_history
+    ADD COLUMN IF NOT EXISTS out_of_force_since timestamptz,
+    ADD COLUMN IF NOT EXISTS out_of_force_xmax xid8;
 
 -- config: one row of policy-wide settings, written by migrations.
 CREATE TABLE IF NOT EXISTS retention.config (
@@ -513,8 +521,10 @@ BEGIN
                                 coalesce(d.max_keep::text, 'any length'));
     END IF;
     NEW.updated_at := now();
-    INSERT INTO retention.keep_history (dataset, keep) VALUES (NEW.dataset, NEW.keep)
-        ON CONFLICT DO NOTHING;
+    -- Remembered, and in force again if a run had marked it out of force.
+    INSERT INTO retention.keep_history AS h (dataset, keep) VALUES (NEW.dataset, NEW.keep)
+        ON CONFLICT (dataset, keep_text) DO UPDATE SET out_of_force_since = NULL, out_of_force_xmax = NULL
+        WHERE h.out_of_force_xmax IS NOT NULL;
     RETURN NEW;
 END
 $$;
@@ -548,9 +558,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    INSERT INTO retention.keep_history (dataset, keep)
+    INSERT INTO retention.keep_history AS h (dataset, keep)
         VALUES (to_jsonb(NEW) ->> TG_ARGV[0], NEW.keep)   -- TG_ARGV[0]: the column naming the dataset
-        ON CONFLICT DO NOTHING;
+        ON CONFLICT (dataset, keep_text) DO UPDATE SET out_of_force_since = NULL, out_of_force_xmax = NULL
+        WHERE h.out_of_force_xmax IS NOT NULL;            -- in force again
     RETURN NEW;
 END
 $$;
@@ -582,6 +593,37 @@ BEGIN
     ELSE
         RETURN p_doc;
     END CASE;
+END
+$$;
+
+-- may_have_keys(doc, keys): false only when strip_keys(doc, keys) would
+-- remove nothing, so a write without sensitive keys (most writes) costs one
+-- scan of the document's text instead of a rebuild of the whole document.
+-- Sound because a key strip_keys removes has the lower() of one of `keys`,
+-- and jsonb's text writes every key between double quotes, escaping only
+-- `"`, `\` and control characters: so lower(doc::text) contains
+-- '"' || lower(key) || '"' (the quotes are caseless and bound the key, so
+-- lower() of the whole text lowers the key as it lowers it alone). A key
+-- with a character jsonb would escape is not looked for: true, and the
+-- caller strips.
+CREATE OR REPLACE FUNCTION retention.may_have_keys(p_doc jsonb, p_keys text[])
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_text text := lower(p_doc::text);
+    v_key  text;
+BEGIN
+    IF v_text IS NULL THEN
+        RETURN false;
+    END IF;
+    FOREACH v_key IN ARRAY p_keys LOOP
+        IF v_key ~ '[[:cntrl:]"\\]' OR strpos(v_text, '"' || lower(v_key) || '"') > 0 THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
 END
 $$;
 
@@ -2821,6 +2863,107 @@ EXCEPTION
 END
 $$;
 
+-- keeps_in_force(dataset): the exact text of every retention a source gives
+-- now: the dataset's keep, its policy overrides and its tenant settings.
+CREATE OR REPLACE FUNCTION retention.keeps_in_force(p_dataset text)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = 'postgres'
+AS $$
+    SELECT d.keep::text FROM retention.dataset d WHERE d.name = p_dataset
+    UNION SELECT o.keep::text FROM retention.policy_override o WHERE o.dataset = p_dataset
+    UNION SELECT s.keep::text FROM retention.tenant_setting s WHERE s.dataset = p_dataset
+$$;
+
+-- run_forget(dataset, T, lock_timeout, xmin, complete): the remembered
+-- retentions (keep_history) of a `changes_apply_to: new_rows` dataset that
+-- no stored row can carry any more stop counting, so a value a tenant
+-- setting had for a minute does not keep partitions from being dropped
+-- forever (SPEC §3 "Cost"). The rule (docs/how-it-works.md, "Remembered
+-- retentions"):
+--   * a value no source gives (keeps_in_force) is marked by the first run
+--     that sees it so: `out_of_force_xmax`, the xmax of that run's snapshot;
+--     a value in force again loses its mark (here, and where it is written:
+--     tenant_setting_check, remember_keep);
+--   * a run at T forgets a marked value when
+--       - p_xmin, the xmin of the run's first snapshot, is at or past the
+--         mark: every transaction that had an xid when the value was seen out
+--         of force, and so every one that may have stamped it, had ended
+--         before this run looked at a partition;
+--       - the run did everything due (p_complete: no partition skipped,
+--         nothing left for later), with the value still counted: so no row
+--         carrying it whose deadline is before T remains, but held ones,
+--       - no hold of the dataset is active at T,
+--       - and no row carries it with its time at or after T - value -
+--         calendar_slack(value): a row that carries it and is not expired has
+--         such a time, whatever it was when the row was stamped (a sliding
+--         clock moves it, an update may move it): one range of the time
+--         column's index, the default partition included.
+-- Returns the values forgotten (exact text). Never changes a row of the
+-- table; an error is reported in `note` and forgets nothing.
+CREATE OR REPLACE FUNCTION retention.run_forget(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                                p_xmin xid8, p_complete boolean,
+                                                OUT forgotten text[], OUT note text, OUT cancelled boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d       retention.dataset;
+    h       record;
+    v_from  timestamptz;
+    v_found boolean;
+    v_state text;
+    v_msg   text;
+BEGIN
+    forgotten := '{}';
+    cancelled := false;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF NOT d.new_rows THEN   -- all_rows: only the retentions in force count already
+        RETURN;
+    END IF;
+    UPDATE retention.keep_history k SET out_of_force_since = NULL, out_of_force_xmax = NULL
+     WHERE k.dataset = p_dataset AND k.out_of_force_xmax IS NOT NULL
+       AND k.keep_text IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x);
+    IF p_complete AND retention.run_held(p_dataset, p_t) IS NULL THEN
+        FOR h IN SELECT k.keep, k.keep_text FROM retention.keep_history k
+                  WHERE k.dataset = p_dataset AND k.out_of_force_xmax <= p_xmin
+                    AND k.keep_text NOT IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x)
+                  ORDER BY k.keep_text
+        LOOP
+            v_from := ((p_t AT TIME ZONE 'UTC'::text) - h.keep - retention.calendar_slack(h.keep)) AT TIME ZONE 'UTC'::text;
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s t WHERE t.%I >= %s AND t.retention_keep::text = $1)',
+                           d.relation, d.time_column, retention.clock_literal(p_dataset, v_from))
+               INTO v_found USING h.keep_text;
+            IF NOT v_found THEN
+                DELETE FROM retention.keep_history k
+                 WHERE k.dataset = p_dataset AND k.keep_text = h.keep_text AND k.out_of_force_xmax IS NOT NULL;
+                IF FOUND THEN
+                    forgotten := forgotten || h.keep_text;
+                END IF;
+            END IF;
+        END LOOP;
+    END IF;
+    UPDATE retention.keep_history k
+       SET out_of_force_since = now(), out_of_force_xmax = pg_snapshot_xmax(pg_current_snapshot())
+     WHERE k.dataset = p_dataset AND k.out_of_force_xmax IS NULL
+       AND k.keep_text NOT IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x);
+EXCEPTION
+    WHEN query_canceled THEN
+        forgotten := '{}';
+        cancelled := true;
+        note := 'remembered retentions: cancelled (statement_timeout, or pg_cancel_backend)';
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        forgotten := '{}';
+        note := retention.error_note('remembered retentions (none forgotten)', v_state, v_msg);
+END
+$$;
+
 -- run_finish(...): writes the run's outcome and releases its lock:
 --   ok       everything due was done (`p_info` may say how, e.g. a column
 --            added to the archive, a retried serialization failure);
@@ -2877,7 +3020,9 @@ $$;
 --      (run_drain: its live rows moved to period partitions, then it is
 --      dropped), and removed from row by row only if that cannot be done;
 --   5. run_archive_expiry for each archive partition;
---   6. run_finish: the outcome, and the lock released.
+--   6. run_forget: remembered retentions no stored row can carry any more
+--      are forgotten (changes_apply_to: new_rows);
+--   7. run_finish: the outcome, and the lock released.
 -- A cancel (statement_timeout, pg_cancel_backend) stops the run where it
 -- is: it is logged `failed`, the lock released, the caller's search_path
 -- put back, and the cancel reported to the caller. (A cancel that lands
@@ -2902,6 +3047,8 @@ DECLARE
     v_step      record;
     v_batch     record;
     v_exp       record;
+    v_forget    record;
+    v_xmin      xid8;
     v_page      bigint;
     v_busy      boolean := false;
     v_cancelled boolean := false;
@@ -2963,6 +3110,9 @@ BEGIN
     IF v_run.takeover IS NOT NULL THEN
         v_info := v_info || v_run.takeover;
     END IF;
+    -- Every transaction with an xid below this had ended before the run
+    -- looked at anything (run_forget).
+    v_xmin := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
 
     -- 2. Future partitions.
     BEGIN
@@ -3182,6 +3332,26 @@ BEGIN
                 'rows found through the tenant index in %s partition(s), where only tenants with rules of their own could have expired rows; read page by page in %s',
                 v_by_index, v_by_pages);
         END IF;
+
+        -- 6. Remembered retentions no stored row can carry any more.
+        IF NOT v_cancelled THEN
+            BEGIN
+                SELECT * INTO v_forget
+                  FROM retention.run_forget(p_dataset, v_t, v_run.lock_timeout, v_xmin,
+                                            pg_catalog.cardinality(v_skipped) = 0 AND pg_catalog.cardinality(v_notes) = 0);
+                v_cancelled := v_forget.cancelled;
+                IF v_forget.note IS NOT NULL THEN
+                    v_info := v_info || v_forget.note;
+                END IF;
+                IF pg_catalog.cardinality(v_forget.forgotten) > 0 THEN
+                    v_info := v_info || pg_catalog.format('retention %s forgotten: no stored row can carry it any more',
+                                                          pg_catalog.array_to_string(v_forget.forgotten, ', '));
+                END IF;
+            EXCEPTION WHEN query_canceled THEN
+                v_cancelled := true;
+            END;
+            COMMIT;
+        END IF;
     ELSIF v_error IS NOT NULL THEN
         v_notes := v_notes || v_error;
     END IF;
@@ -3190,7 +3360,7 @@ BEGIN
         v_notes := v_notes || v_error;
     END IF;
 
-    -- 6. The outcome; the lock released (a second cancel here still
+    -- 7. The outcome; the lock released (a second cancel here still
     -- releases the lock, and the next run marks this one failed).
     BEGIN
         v_outcome := retention.run_finish(v_run.log_id, p_dataset, v_error IS NOT NULL, v_notes, v_info, v_dropped,
@@ -3449,9 +3619,20 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET IntervalStyle = 'postgres'
 AS $body$
+DECLARE
+    v_stripped_1 jsonb;
 BEGIN
-    IF TG_OP = 'INSERT' OR NEW."transcript" IS DISTINCT FROM OLD."transcript" THEN
-        NEW."transcript" := retention.strip_keys(NEW."transcript", ARRAY['password', 'iban', 'card_number']::text[]);
+    IF TG_OP = 'UPDATE' AND NEW."transcript" IS NOT DISTINCT FROM OLD."transcript" THEN
+        IF NEW."transcript"::text IS NOT DISTINCT FROM OLD."transcript"::text THEN
+            NEW."transcript" := OLD."transcript";   -- the same text: the stored copy
+        END IF;
+    ELSIF retention.may_have_keys(NEW."transcript", ARRAY['password', 'iban', 'card_number']::text[]) THEN
+        v_stripped_1 := retention.strip_keys(NEW."transcript", ARRAY['password', 'iban', 'card_number']::text[]);
+        IF TG_OP = 'UPDATE' AND v_stripped_1::text IS NOT DISTINCT FROM OLD."transcript"::text THEN
+            NEW."transcript" := OLD."transcript";   -- stripped, it is what is stored: the stored copy
+        ELSE
+            NEW."transcript" := v_stripped_1;
+        END IF;
     END IF;
     RETURN NEW;
 END
@@ -3529,9 +3710,20 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET IntervalStyle = 'postgres'
 AS $body$
+DECLARE
+    v_stripped_1 jsonb;
 BEGIN
-    IF TG_OP = 'INSERT' OR NEW."variables" IS DISTINCT FROM OLD."variables" THEN
-        NEW."variables" := retention.strip_keys(NEW."variables", ARRAY['password', 'iban', 'card_number', 'national_id']::text[]);
+    IF TG_OP = 'UPDATE' AND NEW."variables" IS NOT DISTINCT FROM OLD."variables" THEN
+        IF NEW."variables"::text IS NOT DISTINCT FROM OLD."variables"::text THEN
+            NEW."variables" := OLD."variables";   -- the same text: the stored copy
+        END IF;
+    ELSIF retention.may_have_keys(NEW."variables", ARRAY['password', 'iban', 'card_number', 'national_id']::text[]) THEN
+        v_stripped_1 := retention.strip_keys(NEW."variables", ARRAY['password', 'iban', 'card_number', 'national_id']::text[]);
+        IF TG_OP = 'UPDATE' AND v_stripped_1::text IS NOT DISTINCT FROM OLD."variables"::text THEN
+            NEW."variables" := OLD."variables";   -- stripped, it is what is stored: the stored copy
+        ELSE
+            NEW."variables" := v_stripped_1;
+        END IF;
     END IF;
     RETURN NEW;
 END
@@ -3663,9 +3855,20 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET IntervalStyle = 'postgres'
 AS $body$
+DECLARE
+    v_stripped_1 jsonb;
 BEGIN
-    IF TG_OP = 'INSERT' OR NEW."request" IS DISTINCT FROM OLD."request" THEN
-        NEW."request" := retention.strip_keys(NEW."request", ARRAY['password', 'authorization', 'api_key']::text[]);
+    IF TG_OP = 'UPDATE' AND NEW."request" IS NOT DISTINCT FROM OLD."request" THEN
+        IF NEW."request"::text IS NOT DISTINCT FROM OLD."request"::text THEN
+            NEW."request" := OLD."request";   -- the same text: the stored copy
+        END IF;
+    ELSIF retention.may_have_keys(NEW."request", ARRAY['password', 'authorization', 'api_key']::text[]) THEN
+        v_stripped_1 := retention.strip_keys(NEW."request", ARRAY['password', 'authorization', 'api_key']::text[]);
+        IF TG_OP = 'UPDATE' AND v_stripped_1::text IS NOT DISTINCT FROM OLD."request"::text THEN
+            NEW."request" := OLD."request";   -- stripped, it is what is stored: the stored copy
+        ELSE
+            NEW."request" := v_stripped_1;
+        END IF;
     END IF;
     RETURN NEW;
 END

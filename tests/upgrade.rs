@@ -220,6 +220,33 @@ fn the_committed_v1_upgrades_in_place_keeping_settings_holds_and_the_run_log() {
         .unwrap()
         .get(0);
     assert_eq!(outcome, "ok");
+    // Every remembered retention is kept, in force until a run sees
+    // otherwise (runtime version 4); a run of the new_rows dataset, as the
+    // owner, marks what no source gives any more and forgets nothing yet.
+    let unmarked: i64 = db
+        .query_one(
+            "SELECT count(*) FROM retention.keep_history WHERE out_of_force_xmax IS NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let remembered: i64 = db
+        .query_one("SELECT count(*) FROM retention.keep_history", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(unmarked, remembered);
+    owner
+        .batch_execute(r#"CALL retention."enforce_sessions"()"#)
+        .unwrap();
+    let (outcome, after): (String, i64) = db
+        .query_one(
+            "SELECT (SELECT outcome FROM retention.run_log WHERE dataset = 'sessions' ORDER BY id DESC LIMIT 1),
+                    (SELECT count(*) FROM retention.keep_history)",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((outcome.as_str(), after), ("ok", remembered));
     // No row within its retention was removed: the youngest rows of every
     // tenant (draft conversations keep 730 days, live 365, bot-3 200,
     // bot-7 is held) are all still there.

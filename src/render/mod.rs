@@ -34,6 +34,14 @@ use text::{comment, lit};
 /// as far as a row can be live, existing tables adopted in place
 /// (`adopt()`), erasure across datasets by subject (`retention.subject`,
 /// `erase_subject()`), each dataset's erasure one statement (`erase_one()`).
+/// Version 4: sensitive values looked for before the document is rebuilt
+/// (`may_have_keys()`), an unchanged stripped value left as stored; remembered
+/// retentions no stored row carries are forgotten by the run (`run_forget()`);
+/// an adopted table's old storage drained into period partitions
+/// (`run_drain()`), partitions read through the tenant index where only
+/// tenants with rules of their own can have expired rows (`run_special()`),
+/// and the few rows kept of a partition copied out before it is dropped
+/// (`run_copy_kept()`).
 pub const RUNTIME_VERSION: u32 = 4;
 
 /// The shared machinery of the `retention` schema.

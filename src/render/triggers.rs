@@ -35,27 +35,38 @@ pub fn triggers(ds: &Dataset) -> String {
         s.push_str(&format!(
             "\n-- {name}: sensitive values are stripped by the database on every write of their column, so they never reach disk ({src})\n"
         ));
-        let mut body = String::from("\nBEGIN\n");
-        for (col, keys) in &ds.sensitive {
+        // What a write costs: an UPDATE that does not name a sensitive
+        // column does not fire the trigger (UPDATE OF); one that leaves the
+        // value as it was strips nothing; a value without any of the keys
+        // (most writes) costs one scan of its text (may_have_keys), not a
+        // rebuild; and a value that is, or once stripped is, the stored one
+        // keeps the stored copy, so its TOAST is not written again.
+        let mut decl = String::new();
+        let mut checks = String::new();
+        for (i, (col, keys)) in ds.sensitive.iter().enumerate() {
             let arr = keys.iter().map(|k| lit(k)).collect::<Vec<_>>().join(", ");
             let is_json = ds.column(col).is_some_and(|c| c.ty.sql_type == "json");
             let c = ident(col);
-            // An UPDATE that leaves the column as it was costs nothing more.
-            let cast = if is_json { "::text" } else { "" };
-            body.push_str(&format!(
-                "    IF TG_OP = 'INSERT' OR NEW.{c}{cast} IS DISTINCT FROM OLD.{c}{cast} THEN\n"
-            ));
-            if is_json {
-                body.push_str(&format!(
-                    "        NEW.{c} := retention.strip_keys(NEW.{c}::jsonb, ARRAY[{arr}]::text[])::json;\n"
-                ));
+            let v = format!("v_stripped_{}", i + 1);
+            decl.push_str(&format!("    {v} jsonb;\n"));
+            let (cast, doc, back) = if is_json {
+                ("::text", format!("NEW.{c}::jsonb"), "::json")
             } else {
-                body.push_str(&format!(
-                    "        NEW.{c} := retention.strip_keys(NEW.{c}, ARRAY[{arr}]::text[]);\n"
-                ));
-            }
-            body.push_str("    END IF;\n");
+                ("", format!("NEW.{c}"), "")
+            };
+            // Unchanged (the stored value was stripped when written): the
+            // stored copy is kept, so that a value sent back as it was (an
+            // ORM writing every column) does not write its TOAST again.
+            let same = if is_json {
+                format!("        NEW.{c} := OLD.{c};   -- the same text: the stored copy\n")
+            } else {
+                format!("        IF NEW.{c}::text IS NOT DISTINCT FROM OLD.{c}::text THEN\n            NEW.{c} := OLD.{c};   -- the same text: the stored copy\n        END IF;\n")
+            };
+            checks.push_str(&format!(
+                "    IF TG_OP = 'UPDATE' AND NEW.{c}{cast} IS NOT DISTINCT FROM OLD.{c}{cast} THEN\n{same}    ELSIF retention.may_have_keys({doc}, ARRAY[{arr}]::text[]) THEN\n        {v} := retention.strip_keys({doc}, ARRAY[{arr}]::text[]);\n        IF TG_OP = 'UPDATE' AND {v}{back}::text IS NOT DISTINCT FROM OLD.{c}::text THEN\n            NEW.{c} := OLD.{c};   -- stripped, it is what is stored: the stored copy\n        ELSE\n            NEW.{c} := {v}{back};\n        END IF;\n    END IF;\n"
+            ));
         }
+        let mut body = format!("\nDECLARE\n{decl}BEGIN\n{checks}");
         body.push_str("    RETURN NEW;\nEND\n");
         s.push_str(&trigger_function(&fname, &body));
         let cols = ds
