@@ -26,6 +26,7 @@ pub mod connect;
 pub mod cron;
 pub mod enforce;
 pub mod evidence;
+pub mod expired;
 pub mod fingerprint;
 pub mod history;
 pub mod introspect;
