@@ -14,10 +14,11 @@
 //!   the exact predicate is applied to each.
 //!
 //! At most [`EXAMINE_BUDGET`] rows are read per count, the partitions that
-//! may hold only some expired rows first. What the budget does not reach is
+//! may hold only some expired rows first (half of the budget, when wholly
+//! expired partitions must be read too). What the budget does not reach is
 //! estimated: a partition's `pg_class.reltuples`, times the share of its
 //! range before the cutoff, times the share of expired rows among the
-//! candidates read so far. The result says whether it is exact, and how many
+//! candidates read in partitions of the same kind. The result says whether it is exact, and how many
 //! rows were actually seen expired, which is always a lower bound.
 
 use std::collections::BTreeSet;
@@ -274,19 +275,34 @@ pub fn expired(
         ..Default::default()
     };
     let mut seen_tenants: BTreeSet<String> = BTreeSet::new();
-    let (mut matched, mut read) = (0i64, 0i64); // of the predicate's reads
+    // Of the predicate's reads, by kind of partition (whole, or not):
+    // rows matched and rows read.
+    let (mut matched, mut read) = ([0i64; 2], [0i64; 2]);
     let mut estimated = 0f64; // rows not seen, estimated
     let mut unread: Vec<&Part> = Vec::new();
+    // When wholly expired partitions must be read too (a hold, stamped
+    // retention), the others get half of the budget first, so that both
+    // kinds are sampled.
+    let mut partial_left = if plan.parts.iter().any(|p| p.whole && !plan.bounds_prove) {
+        left / 2
+    } else {
+        left
+    };
     for p in &plan.parts {
         let guess = p.reltuples.max(0.0);
+        let kind = usize::from(p.whole);
+        if !p.whole {
+            partial_left = partial_left.min(left);
+        }
+        let left_here = if p.whole { left } else { partial_left };
         // A wholly expired partition whose rows the bounds prove expired is
         // counted (at least one row looked at, whatever the budget); any
         // other has its candidates read and judged by the predicate.
         let proven = p.whole && plan.bounds_prove;
         let (x, cond, limit) = if proven {
             ("true", "true", left.max(1))
-        } else if left > 0 {
-            (plan.pred.as_str(), plan.cand.as_str(), left)
+        } else if left_here > 0 {
+            (plan.pred.as_str(), plan.cand.as_str(), left_here)
         } else {
             unread.push(p);
             out.exact = false;
@@ -316,9 +332,12 @@ pub fn expired(
         out.counted += hit;
         out.oldest = earliest(out.oldest, oldest);
         left = (left - n).max(0);
+        if !p.whole {
+            partial_left = (partial_left - n).max(0);
+        }
         if !proven {
-            matched += hit;
-            read += n;
+            matched[kind] += hit;
+            read[kind] += n;
         }
         if n >= limit {
             // Stopped by the budget: the rest of its rows, guessed.
@@ -332,13 +351,15 @@ pub fn expired(
         }
     }
     // Partitions the budget did not reach: their candidates, at the share
-    // of expired rows seen among the candidates read (all, if none was).
-    let ratio = if read > 0 {
-        matched as f64 / read as f64
-    } else {
-        1.0
-    };
+    // of expired rows seen among the candidates read in partitions of the
+    // same kind (all, if none was read).
     for p in unread {
+        let kind = usize::from(p.whole);
+        let ratio = if read[kind] > 0 {
+            matched[kind] as f64 / read[kind] as f64
+        } else {
+            1.0
+        };
         let share = if p.whole { 1.0 } else { p.share };
         estimated += p.reltuples.max(0.0) * share * ratio;
     }
