@@ -156,13 +156,16 @@ fn main() {
     bench
         .results
         .sort_by_key(|r| (r.rows, r.scenario as u8, r.step as u8, r.method as u8));
-    let svg = bench.svg();
     let svg_path = cfg.svg();
-    if let Some(parent) = svg_path.parent() {
-        let _ = std::fs::create_dir_all(parent);
+    // (--ops-only measures no run: no chart.)
+    if !bench.results.is_empty() {
+        let svg = bench.svg();
+        if let Some(parent) = svg_path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(&svg_path, svg)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", svg_path.display()));
     }
-    std::fs::write(&svg_path, svg)
-        .unwrap_or_else(|e| panic!("writing {}: {e}", svg_path.display()));
 
     let nproc = thread::available_parallelism()
         .map(|n| n.get())
@@ -199,7 +202,9 @@ fn main() {
         println!("- {k}: {v}");
     }
     println!();
-    print!("{}", bench.markdown_table());
+    if !bench.results.is_empty() {
+        print!("{}", bench.markdown_table());
+    }
     if !bench.ops.is_empty() {
         println!("\n### Operator commands\n");
         print!("{}", bench.ops_table());
@@ -208,11 +213,15 @@ fn main() {
     print!("{}", bench.targets());
     print!("{}", bench.ops_targets());
     let problems = bench.check_same_rows();
-    println!(
-        "\nSame rows left by every exact method in every scenario and moment: {}",
-        if problems.is_empty() { "yes" } else { "**NO**" }
-    );
-    println!("\nChart: {}", svg_path.display());
+    if !bench.results.is_empty() {
+        println!(
+            "\nSame rows left by every exact method in every scenario and moment: {}",
+            if problems.is_empty() { "yes" } else { "**NO**" }
+        );
+    }
+    if !bench.results.is_empty() {
+        println!("\nChart: {}", svg_path.display());
+    }
     println!("Total bench time: {:.1} s", total.as_secs_f64());
     assert!(problems.is_empty(), "methods disagree: {problems:#?}");
 }
