@@ -18,7 +18,7 @@
 //! expired partitions must be read too). What the budget does not reach is
 //! estimated: a partition's `pg_class.reltuples`, times the share of its
 //! range before the cutoff, times the share of expired rows among the
-//! candidates read in partitions of the same kind. The result says whether it is exact, and how many
+//! candidates read in the newest partition read of the same kind. The result says whether it is exact, and how many
 //! rows were actually seen expired, which is always a lower bound.
 
 use std::collections::BTreeSet;
@@ -34,6 +34,10 @@ use crate::render::text::{ident, lit};
 /// The most rows one count reads (candidates examined with the predicate,
 /// or rows of wholly expired partitions counted).
 pub const EXAMINE_BUDGET: i64 = 100_000;
+
+/// Rows a partition's read must have for its share of expired rows to
+/// stand for the partitions after it that the budget did not reach.
+const SAMPLE: i64 = 100;
 
 /// The rows a run starting at T would remove from one dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -275,9 +279,11 @@ pub fn expired(
         ..Default::default()
     };
     let mut seen_tenants: BTreeSet<String> = BTreeSet::new();
-    // Of the predicate's reads, by kind of partition (whole, or not):
-    // rows matched and rows read.
+    // Of the predicate's reads, by kind of partition (whole, or not): rows
+    // matched and rows read in all, and the share matched in the newest
+    // partition read with at least [`SAMPLE`] rows.
     let (mut matched, mut read) = ([0i64; 2], [0i64; 2]);
+    let mut newest: [Option<f64>; 2] = [None, None];
     let mut estimated = 0f64; // rows not seen, estimated
     let mut unread: Vec<&Part> = Vec::new();
     // When wholly expired partitions must be read too (a hold, stamped
@@ -338,6 +344,9 @@ pub fn expired(
         if !proven {
             matched[kind] += hit;
             read[kind] += n;
+            if n >= SAMPLE {
+                newest[kind] = Some(hit as f64 / n as f64);
+            }
         }
         if n >= limit {
             // Stopped by the budget: the rest of its rows, guessed.
@@ -350,16 +359,18 @@ pub fn expired(
             estimated += rest.max(0.0);
         }
     }
-    // Partitions the budget did not reach: their candidates, at the share
-    // of expired rows seen among the candidates read in partitions of the
-    // same kind (all, if none was read).
+    // Partitions the budget did not reach (newer than those read of their
+    // kind): their candidates, at the share of expired rows seen in the
+    // newest partition read of the same kind (a row's chance to be expired
+    // does not grow as its partition gets newer), else among all read of
+    // that kind, else all of them.
     for p in unread {
         let kind = usize::from(p.whole);
-        let ratio = if read[kind] > 0 {
+        let ratio = newest[kind].unwrap_or(if read[kind] > 0 {
             matched[kind] as f64 / read[kind] as f64
         } else {
             1.0
-        };
+        });
         let share = if p.whole { 1.0 } else { p.share };
         estimated += p.reltuples.max(0.0) * share * ratio;
     }
