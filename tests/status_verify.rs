@@ -653,3 +653,49 @@ fn overdue_counts_are_exact_when_cheap_and_labelled_estimates_past_the_budget() 
         report.to_text()
     );
 }
+
+#[test]
+fn verify_says_what_it_could_not_prove_past_the_budget() {
+    // 120,000 rows under a legal hold in wholly expired partitions: none is
+    // overdue, but proving it would read them all, more than a check may.
+    let held = LOGS.replace(
+        "overrides:",
+        "holds:\n  - tenant: \"bot-7\"\n    reason: \"litigation hold 2026-15\"\noverrides:",
+    );
+    let d = Deployed::new(&held);
+    let mut setup = String::from(
+        "SELECT retention.create_partition('logs', x)
+           FROM generate_series(date_trunc('day', now() - interval '30 days', 'UTC'), now(), interval '1 day') x;",
+    );
+    for days in [20, 21, 22] {
+        setup.push_str(&noon_rows("bot-7", days, 1, 40_000));
+    }
+    setup.push_str("ANALYZE app.logs;");
+    d.sql(&setup);
+
+    let report = d.verify();
+    assert!(report.is_clean(), "{}", report.to_text());
+    assert_eq!(report.unproven.len(), 1, "{}", report.to_text());
+    assert_eq!(report.unproven[0].dataset, "logs");
+    let text = report.to_text();
+    assert!(
+        text.contains("nothing overdue among the rows read (not proven for every row: see below)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "not proven: logs: no row overdue beyond the tolerance among the 100000 rows read"
+        ),
+        "{text}"
+    );
+    let out = d.bin(&["verify", "--generated", d.generated().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not proven: logs:"),
+        "{out:?}"
+    );
+
+    // status: nothing seen overdue, and the figure is labelled an estimate.
+    let o = d.status().datasets[0].overdue;
+    assert_eq!((o.count, o.estimate, o.counted), (0, true, 0), "{o:?}");
+}
