@@ -3,7 +3,10 @@
 //!
 //! It checks, against the live database and `generated/`:
 //! - rows overdue beyond the schedule's tolerance (one schedule period plus
-//!   [`GRACE`]): the jobs are not doing their work;
+//!   [`GRACE`]): the jobs are not doing their work. Counted in bounded time
+//!   (`db::expired`): only rows actually seen are claimed, an estimate is
+//!   called one, and a check that saw none but could not read every
+//!   candidate is reported as not proven (`unproven`), not as clean;
 //! - every dataset's pg_cron job: present, active, in the right database,
 //!   with the compiled command and schedule, its last run not failed; and
 //!   the last enforcement run in `retention.run_log` not failed or stuck;
