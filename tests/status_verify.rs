@@ -492,3 +492,210 @@ fn verify_finds_a_migration_not_yet_applied() {
     d.apply();
     assert!(d.verify().is_clean(), "{}", d.verify().to_text());
 }
+
+/// One dataset of known expired rows: 3 day partitions 20 to 22 days old,
+/// wholly expired (their bounds prove it: upper bound + 10 days is past);
+/// one partition 7 days old, partly expired (bot-42's 5 days: 50 rows;
+/// bot-1's 10 days: 150 rows kept); 100 rows of today.
+const LOGS: &str = r#"
+version: 1
+datasets:
+  logs:
+    description: Test logs, per bot.
+    table: app.logs
+    columns:
+      id: bigint generated always as identity
+      bot_id: text not null
+      at: timestamptz not null
+    time: at
+    tenant: bot_id
+    keep: 10 days
+    partition: day
+overrides:
+  - tenant: "bot-42"
+    keep: { logs: 5 days }
+"#;
+
+/// Rows `from..=to` of `bot` at noon (UTC) of the day `days` ago, a
+/// millisecond apart.
+fn noon_rows(bot: &str, days: i32, from: i32, to: i32) -> String {
+    format!(
+        "INSERT INTO app.logs (bot_id, at)
+         SELECT '{bot}', date_trunc('day', now() - interval '{days} days', 'UTC') + interval '12 hours'
+                         + i * interval '1 millisecond'
+           FROM generate_series({from}, {to}) AS i;"
+    )
+}
+
+#[test]
+fn overdue_counts_are_exact_when_cheap_and_labelled_estimates_past_the_budget() {
+    use pgretain::cmd::plan::{plan, PlanOptions};
+    use pgretain::db::expired::EXAMINE_BUDGET;
+
+    let d = Deployed::new(LOGS);
+    let mut setup = String::from(
+        "SELECT retention.create_partition('logs', x)
+           FROM generate_series(date_trunc('day', now() - interval '30 days', 'UTC'), now(), interval '1 day') x;",
+    );
+    for days in [20, 21, 22] {
+        setup.push_str(&noon_rows("bot-1", days, 1, 400));
+    }
+    setup.push_str(&noon_rows("bot-42", 7, 1, 50));
+    setup.push_str(&noon_rows("bot-1", 7, 1, 150));
+    setup.push_str(
+        "INSERT INTO app.logs (bot_id, at) SELECT 'bot-1', now() FROM generate_series(1, 100);",
+    );
+    d.sql(&setup);
+    let plan_opts = PlanOptions {
+        database_url: Some(d.url.clone()),
+        generated_dir: d.generated().to_path_buf(),
+        ..PlanOptions::default()
+    };
+
+    // Small: every candidate row is read, the count is exact.
+    let st = d.status();
+    let o = st.datasets[0].overdue;
+    assert_eq!(
+        (o.count, o.estimate, o.counted),
+        (1250, false, 1250),
+        "{o:?}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&st.to_json()).unwrap();
+    assert_eq!(
+        json["datasets"][0]["overdue"],
+        serde_json::json!({"count": 1250, "at_least": false, "estimate": false, "counted": 1250})
+    );
+    let text = st.to_text();
+    assert!(text.contains("overdue now  1,250 rows\n"), "{text}");
+    let report = d.verify();
+    let msg = expect(&report, FindingKind::Overdue, Some("logs"));
+    assert!(msg.contains("1250 rows are past their deadline"), "{msg}");
+    assert!(report.unproven.is_empty(), "{}", report.to_text());
+    let p = plan(&plan_opts).unwrap_or_else(|e| panic!("{e}"));
+    let next = p.datasets[0].next.unwrap();
+    assert_eq!(
+        (next.rows, next.estimated, next.counted, next.tenants),
+        (1250, false, 1250, Some(2))
+    );
+    assert!(
+        p.to_string()
+            .contains("logs: the next run removes 1,250 rows of 2 tenants"),
+        "{p}"
+    );
+
+    // Large: 40,000 rows in each wholly expired partition, more than a
+    // count may read. The partly expired partition is read first (200
+    // rows, 50 expired), then the whole ones oldest first until the budget
+    // is spent: 40,000 + 40,000 + 19,800 rows counted; the rest of the
+    // third is its reltuples (40,000, after ANALYZE) less what was counted.
+    let mut more = String::new();
+    for days in [20, 21, 22] {
+        more.push_str(&noon_rows("bot-1", days, 401, 40_000));
+    }
+    more.push_str("ANALYZE app.logs;");
+    d.sql(&more);
+    assert_eq!(EXAMINE_BUDGET, 100_000);
+    let counted = 50 + 40_000 + 40_000 + (EXAMINE_BUDGET - 200 - 80_000);
+    let estimate = counted + (40_000 - (EXAMINE_BUDGET - 200 - 80_000));
+    assert_eq!((counted, estimate), (99_850, 120_050));
+
+    let st = d.status();
+    let o = st.datasets[0].overdue;
+    assert!(o.estimate, "{o:?}");
+    assert_eq!(o.counted, counted, "{o:?}");
+    assert!((o.count - estimate).abs() <= 400, "{o:?}");
+    let json: serde_json::Value = serde_json::from_str(&st.to_json()).unwrap();
+    assert_eq!(json["datasets"][0]["overdue"]["estimate"], true);
+    assert_eq!(json["datasets"][0]["overdue"]["counted"], counted);
+    let text = st.to_text();
+    assert!(
+        text.contains(&format!(
+            "overdue now  ~{} rows (estimate; 99,850 counted)",
+            pgretain::words::thousands(o.count)
+        )),
+        "{text}"
+    );
+
+    // verify claims only the rows it saw, and says the rest is an estimate.
+    let report = d.verify();
+    let msg = expect(&report, FindingKind::Overdue, Some("logs"));
+    assert!(
+        msg.contains(&format!(
+            "at least 99850 (about {} by estimate) rows are past their deadline",
+            o.count
+        )),
+        "{msg}"
+    );
+
+    // plan labels its estimate too; no tenants are claimed.
+    let p = plan(&plan_opts).unwrap_or_else(|e| panic!("{e}"));
+    let next = p.datasets[0].next.unwrap();
+    assert!(next.estimated && !next.timed_out, "{next:?}");
+    assert_eq!((next.counted, next.tenants), (counted, None));
+    let text = p.to_string();
+    assert!(
+        text.contains(&format!(
+            "logs: the next run removes ≈ {} rows (estimate; 99,850 counted)",
+            pgretain::words::thousands(next.rows)
+        )),
+        "{text}"
+    );
+
+    // After a run nothing is overdue, exactly: the whole partitions are
+    // gone and the partly expired one is read.
+    pgretain::cmd::run::run(Some(&d.url), &[]).unwrap();
+    let o = d.status().datasets[0].overdue;
+    assert_eq!((o.count, o.estimate, o.counted), (0, false, 0), "{o:?}");
+    let report = d.verify();
+    assert!(
+        report.is_clean() && report.unproven.is_empty(),
+        "{}",
+        report.to_text()
+    );
+}
+
+#[test]
+fn verify_says_what_it_could_not_prove_past_the_budget() {
+    // 120,000 rows under a legal hold in wholly expired partitions: none is
+    // overdue, but proving it would read them all, more than a check may.
+    let held = LOGS.replace(
+        "overrides:",
+        "holds:\n  - tenant: \"bot-7\"\n    reason: \"litigation hold 2026-15\"\noverrides:",
+    );
+    let d = Deployed::new(&held);
+    let mut setup = String::from(
+        "SELECT retention.create_partition('logs', x)
+           FROM generate_series(date_trunc('day', now() - interval '30 days', 'UTC'), now(), interval '1 day') x;",
+    );
+    for days in [20, 21, 22] {
+        setup.push_str(&noon_rows("bot-7", days, 1, 40_000));
+    }
+    setup.push_str("ANALYZE app.logs;");
+    d.sql(&setup);
+
+    let report = d.verify();
+    assert!(report.is_clean(), "{}", report.to_text());
+    assert_eq!(report.unproven.len(), 1, "{}", report.to_text());
+    assert_eq!(report.unproven[0].dataset, "logs");
+    let text = report.to_text();
+    assert!(
+        text.contains("nothing overdue among the rows read (not proven for every row: see below)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "not proven: logs: no row overdue beyond the tolerance among the 100000 rows read"
+        ),
+        "{text}"
+    );
+    let out = d.bin(&["verify", "--generated", d.generated().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not proven: logs:"),
+        "{out:?}"
+    );
+
+    // status: nothing seen overdue, and the figure is labelled an estimate.
+    let o = d.status().datasets[0].overdue;
+    assert_eq!((o.count, o.estimate, o.counted), (0, true, 0), "{o:?}");
+}

@@ -240,6 +240,10 @@ pub(crate) struct Config {
     /// shared_buffers of the benchmark cluster.
     #[arg(long, default_value = "512MB", env = "PGRETAIN_BENCH_SHARED_BUFFERS")]
     pub(crate) shared_buffers: String,
+    /// Only pgretain, and only the operator commands (status, verify,
+    /// plan) before and after its catch-up run: no other method or moment.
+    #[arg(long = "ops-only", env = "PGRETAIN_BENCH_OPS_ONLY")]
+    pub(crate) ops_only: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,

@@ -38,6 +38,10 @@
 //! nothing else; pg_partman is used when installed
 //! (`apt-get install postgresql-15-partman`), else (d) is skipped.
 //!
+//! The operator commands `status`, `verify` and `plan` are timed on
+//! pgretain's database before its catch-up run (the whole backlog overdue)
+//! and after it (`ops`; `--ops-only` skips everything else).
+//!
 //! For each run: wall time, WAL written (`pg_current_wal_lsn()` before and
 //! after, minus the concurrent insert load's own WAL), table + index size and
 //! dead tuples afterwards, rows left checked against an independent
@@ -56,6 +60,7 @@ mod config;
 mod db;
 mod measure;
 mod methods;
+mod ops;
 mod output;
 mod setup;
 
@@ -112,6 +117,7 @@ fn main() {
         cluster,
         started,
         results: Vec::new(),
+        ops: Vec::new(),
         versions,
     };
     bench.log(&format!(
@@ -120,6 +126,9 @@ fn main() {
     ));
 
     let mut methods = cfg.methods.clone();
+    if cfg.ops_only {
+        methods = vec![Method::Pgretain];
+    }
     if methods.contains(&Method::Partman)
         && bench
             .versions
@@ -133,7 +142,11 @@ fn main() {
     }
     bench.run_size(cfg.rows, &cfg.scenarios, &methods);
     if let Some(g) = cfg.growth_rows {
-        let mut gm = cfg.growth_methods.clone();
+        let mut gm = if cfg.ops_only {
+            vec![Method::Pgretain]
+        } else {
+            cfg.growth_methods.clone()
+        };
         // Without pg_partman installed, (d) is skipped at every size.
         gm.retain(|m| *m != Method::Partman || methods.contains(m));
         bench.run_size(g, &[Scenario::Uniform], &gm);
@@ -143,13 +156,16 @@ fn main() {
     bench
         .results
         .sort_by_key(|r| (r.rows, r.scenario as u8, r.step as u8, r.method as u8));
-    let svg = bench.svg();
     let svg_path = cfg.svg();
-    if let Some(parent) = svg_path.parent() {
-        let _ = std::fs::create_dir_all(parent);
+    // (--ops-only measures no run: no chart.)
+    if !bench.results.is_empty() {
+        let svg = bench.svg();
+        if let Some(parent) = svg_path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(&svg_path, svg)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", svg_path.display()));
     }
-    std::fs::write(&svg_path, svg)
-        .unwrap_or_else(|e| panic!("writing {}: {e}", svg_path.display()));
 
     let nproc = thread::available_parallelism()
         .map(|n| n.get())
@@ -186,15 +202,26 @@ fn main() {
         println!("- {k}: {v}");
     }
     println!();
-    print!("{}", bench.markdown_table());
+    if !bench.results.is_empty() {
+        print!("{}", bench.markdown_table());
+    }
+    if !bench.ops.is_empty() {
+        println!("\n### Operator commands\n");
+        print!("{}", bench.ops_table());
+    }
     println!("\n### Targets\n");
     print!("{}", bench.targets());
+    print!("{}", bench.ops_targets());
     let problems = bench.check_same_rows();
-    println!(
-        "\nSame rows left by every exact method in every scenario and moment: {}",
-        if problems.is_empty() { "yes" } else { "**NO**" }
-    );
-    println!("\nChart: {}", svg_path.display());
+    if !bench.results.is_empty() {
+        println!(
+            "\nSame rows left by every exact method in every scenario and moment: {}",
+            if problems.is_empty() { "yes" } else { "**NO**" }
+        );
+    }
+    if !bench.results.is_empty() {
+        println!("\nChart: {}", svg_path.display());
+    }
     println!("Total bench time: {:.1} s", total.as_secs_f64());
     assert!(problems.is_empty(), "methods disagree: {problems:#?}");
 }

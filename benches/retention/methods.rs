@@ -362,7 +362,21 @@ impl Bench {
                 if sc == Scenario::Mixed {
                     self.configure_mixed(&mut db);
                 }
+                if m == Method::Pgretain {
+                    self.time_ops(&db, rows, sc, "backlog, before catch-up");
+                }
+                if self.cfg.ops_only {
+                    if m == Method::Pgretain {
+                        self.run_method(&mut db, sc, &t0, keep);
+                        self.time_ops(&db, rows, sc, "after catch-up");
+                    }
+                    self.drop_db(db);
+                    continue;
+                }
                 self.measure(&mut db, rows, sc, Step::CatchUp, &t0, keep);
+                if m == Method::Pgretain {
+                    self.time_ops(&db, rows, sc, "after catch-up");
+                }
                 if sc == Scenario::Uniform && !m.drops_only() {
                     self.generate(&mut db.client, &t0, &t1, per_day, rows);
                     q(&mut db.client, "VACUUM (PARALLEL 0) app.events");

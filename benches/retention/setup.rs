@@ -29,6 +29,8 @@ pub(crate) struct Bench {
     /// Hours between T1 and T2.
     pub(crate) t1_t2_hours: f64,
     pub(crate) results: Vec<Measurement>,
+    /// The operator commands' wall times.
+    pub(crate) ops: Vec<crate::ops::OpsTiming>,
     pub(crate) versions: Vec<(String, String)>,
 }
 

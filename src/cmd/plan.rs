@@ -8,15 +8,18 @@
 //! current state and after the pending migrations, so the second count is
 //! exactly what a run starting at the same moment under the new policy
 //! would remove. While the counts run, the transaction holds the locks the
-//! migrations took; lock waits are bounded (`lock_timeout`) and every count
-//! by `--count-timeout`, after which the planner's row estimate is reported
-//! instead, labelled as such. Nothing here writes files.
+//! migrations took; lock waits are bounded (`lock_timeout`), every count by
+//! the rows it may read (`db::expired::EXAMINE_BUDGET`, past which it is an
+//! estimate) and by `--count-timeout`, after which the estimate from the
+//! catalog alone is reported instead; estimates are labelled as such.
+//! Nothing here writes files.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use postgres::Transaction;
 use serde::Serialize;
 
@@ -116,11 +119,18 @@ impl Plan {
 
 /// "1,204 rows of 52 tenants", "no rows", "≈ 1,200,000 rows (estimate: …)".
 fn removal(c: &ExpiredCount, timeout: Duration) -> String {
-    if c.estimated {
+    if c.timed_out {
         return format!(
             "≈ {} (estimate: counting took longer than {})",
             plural(c.rows, "row"),
             seconds(timeout)
+        );
+    }
+    if c.estimated {
+        return format!(
+            "≈ {} (estimate; {} counted)",
+            plural(c.rows, "row"),
+            thousands(c.counted)
         );
     }
     if c.rows == 0 {
@@ -406,13 +416,14 @@ fn read_settings(tx: &mut Transaction) -> Result<BTreeMap<String, Settings>, DbE
 fn count_all(
     tx: &mut Transaction,
     settings: &BTreeMap<String, Settings>,
+    at: DateTime<Utc>,
     timeout: Duration,
 ) -> Result<BTreeMap<String, ExpiredCount>, DbError> {
     let mut out = BTreeMap::new();
     for (name, s) in settings {
         out.insert(
             name.clone(),
-            rehearsal::count_expired(tx, name, s.tenant_column.as_deref(), timeout)?,
+            rehearsal::count_expired(tx, name, at, s.tenant_column.is_some(), timeout)?,
         );
     }
     Ok(out)
@@ -472,8 +483,9 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, PlanError> {
     let pending = pending_migrations(&mut client, opts)?;
 
     let mut tx = rehearsal::begin(&mut client, LOCK_TIMEOUT)?;
+    let at = session::now(&mut tx)?;
     let before = read_settings(&mut tx)?;
-    let now = count_all(&mut tx, &before, opts.count_timeout)?;
+    let now = count_all(&mut tx, &before, at, opts.count_timeout)?;
     let (after, next) = if pending.is_empty() {
         (before.clone(), now.clone())
     } else {
@@ -481,7 +493,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, PlanError> {
             rehearsal::run_migration(&mut tx, m, LOCK_TIMEOUT)?;
         }
         let after = read_settings(&mut tx)?;
-        let next = count_all(&mut tx, &after, opts.count_timeout)?;
+        let next = count_all(&mut tx, &after, at, opts.count_timeout)?;
         (after, next)
     };
     rehearsal::rollback(tx)?;
@@ -614,11 +626,15 @@ mod tests {
                 rows: 0,
                 tenants: Some(0),
                 estimated: false,
+                counted: 0,
+                timed_out: false,
             }),
             next: Some(ExpiredCount {
                 rows: 1204,
                 tenants: Some(52),
                 estimated: false,
+                counted: 1204,
+                timed_out: false,
             }),
             relation: "\"app\".\"conversations\"".into(),
             archives: false,

@@ -7,7 +7,8 @@
 //! transaction of the data database (one consistent snapshot, one `now()`),
 //! plus plain reads of `cron.job` and `cron.job_run_details` in the cron
 //! database. Counts that could scan a large table stop at [`COUNT_CAP`] rows
-//! and say "at least". Every query is `db`'s; rendering (text, JSON) is
+//! and say "at least"; the rows overdue are counted reading at most
+//! [`EXAMINE_BUDGET`] rows, else estimated and labelled so. Every query is `db`'s; rendering (text, JSON) is
 //! pure, and the JSON shape is documented in
 //! `docs/status-json.md` and changes only with [`FORMAT_VERSION`].
 
@@ -18,6 +19,7 @@ use serde::{Serialize, Serializer};
 use super::Outcome;
 use crate::db::catalog::{self, DatasetRow};
 use crate::db::cron::{self, JobRow};
+use crate::db::expired::{self, Expired, EXAMINE_BUDGET};
 use crate::db::runs::{self, RunRow};
 use crate::db::tables::{self, PartitionRow, COUNT_CAP};
 use crate::db::{connect, session, DbError};
@@ -72,8 +74,9 @@ pub struct DatasetStatus {
     #[serde(serialize_with = "ser_opt_time")]
     pub oldest_row: Option<DateTime<Utc>>,
     /// Rows whose deadline has passed and no hold covers: what a run
-    /// starting now would remove (`retention.expired_<dataset>`).
-    pub overdue: Count,
+    /// starting now would remove (`retention.expired_<dataset>`), counted,
+    /// or estimated where counting would read too many rows.
+    pub overdue: Overdue,
     pub partitions: Partitions,
     /// The latest enforcement run in `retention.run_log`.
     pub last_run: Option<LastRun>,
@@ -130,6 +133,32 @@ pub struct Count {
     pub count: i64,
     /// The count reached the cap: there are at least `count` rows.
     pub at_least: bool,
+}
+
+/// The rows overdue: counted, or estimated when counting them would read
+/// more than [`EXAMINE_BUDGET`] rows (`db::expired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Overdue {
+    /// The number: exact unless `estimate`.
+    pub count: i64,
+    /// Kept from the capped count this replaced: always false.
+    pub at_least: bool,
+    /// `count` is an estimate (partitions' `reltuples`, and the share of
+    /// expired rows among those read), not a count.
+    pub estimate: bool,
+    /// Rows actually seen overdue: a lower bound; equals `count` when exact.
+    pub counted: i64,
+}
+
+impl From<Expired> for Overdue {
+    fn from(e: Expired) -> Overdue {
+        Overdue {
+            count: e.rows,
+            at_least: false,
+            estimate: !e.exact,
+            counted: e.counted,
+        }
+    }
 }
 
 impl Count {
@@ -336,7 +365,14 @@ fn dataset_status(
         None => Count::capped(0),
     };
     let oldest = tables::oldest_row(tx, &d.name, &d.table, &d.time_column)?;
-    let overdue = Count::capped(tables::expired_rows(tx, name)?);
+    let overdue = expired::expired(tx, name, at, EXAMINE_BUDGET, false)?
+        .map(Overdue::from)
+        .unwrap_or(Overdue {
+            count: 0,
+            at_least: false,
+            estimate: false,
+            counted: 0,
+        });
 
     let next = job
         .as_ref()
@@ -432,6 +468,19 @@ fn count_text(c: Count, word: &str) -> String {
     }
 }
 
+/// "none", "3 rows", "~1,204,000 rows (estimate; 98,000 counted)".
+fn overdue_text(o: Overdue) -> String {
+    match (o.count, o.estimate) {
+        (0, false) => "none".into(),
+        (_, false) => plural(o.count, "row"),
+        (_, true) => format!(
+            "~{} (estimate; {} counted)",
+            plural(o.count, "row"),
+            thousands(o.counted)
+        ),
+    }
+}
+
 impl DatasetStatus {
     fn to_text(&self) -> String {
         let mut lines: Vec<(&str, String)> = Vec::new();
@@ -485,7 +534,7 @@ impl DatasetStatus {
                 .map(when)
                 .unwrap_or_else(|| "- (empty)".into()),
         ));
-        lines.push(("overdue now", count_text(self.overdue, "row")));
+        lines.push(("overdue now", overdue_text(self.overdue)));
         let p = &self.partitions;
         let mut parts = format!(
             "{}, from {} to {}; {} future ready",

@@ -8,7 +8,9 @@
 //! pg_cron's jobs (`cron`), the routine fingerprints (`fingerprint`), the
 //! roles of `access` (`roles`), existing tables before they are adopted
 //! (`adopt`), enforcement and erasure (`enforce`), the report's evidence
-//! (`evidence`), plan's rolled-back rehearsal (`rehearsal`) and the shape
+//! (`evidence`), the rows a run would remove counted in bounded time for
+//! status, verify and plan (`expired`), plan's rolled-back rehearsal
+//! (`rehearsal`) and the shape
 //! of an existing table for `init` (`introspect`). The commands
 //! orchestrate; they never write SQL. Names of
 //! what pgretain created come from `render::names`, literals and
@@ -26,6 +28,7 @@ pub mod connect;
 pub mod cron;
 pub mod enforce;
 pub mod evidence;
+pub mod expired;
 pub mod fingerprint;
 pub mod history;
 pub mod introspect;

@@ -1,29 +1,51 @@
 //! `plan`'s rehearsal: one transaction that is always rolled back, in which
-//! the rows a run would remove are counted (`retention.expired_<dataset>`),
-//! the pending migrations run, and the rows are counted again. Lock waits
-//! are bounded by the lock timeout given; each count by a statement
-//! timeout, after which the planner's estimate stands in, labelled as such.
+//! the rows a run would remove are counted (the rows of
+//! `retention.expired_<dataset>`, read in bounded time by `expired`), the
+//! pending migrations run, and the rows are counted again. Lock waits are
+//! bounded by the lock timeout given; each count by the rows it may read
+//! and by a statement timeout, after which the catalog's estimate stands
+//! in; estimates are labelled as such.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
-use postgres::{Client, SimpleQueryMessage, Transaction};
+use postgres::{Client, Transaction};
 use refinery::Migration;
 use serde::Serialize;
 
-use super::{col, ctx, pg_message, DbError};
+use super::expired::{self, Expired, EXAMINE_BUDGET};
+use super::{ctx, pg_message, DbError};
 use crate::render::names::expired_view_named;
-use crate::render::text::ident;
 use crate::words::seconds;
 
 /// How many rows a run would remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ExpiredCount {
+    /// A count, or an estimate when `estimated`.
     pub rows: i64,
     /// Distinct tenants among them (`None`: no tenant column, or estimated).
     pub tenants: Option<i64>,
-    /// The count timed out: `rows` is the planner's estimate.
+    /// `rows` is an estimate: counting would have read more than
+    /// [`EXAMINE_BUDGET`] rows, or took longer than the count timeout.
     pub estimated: bool,
+    /// Rows actually seen expired: a lower bound (`rows` when exact).
+    pub counted: i64,
+    /// The count took longer than the count timeout: `rows` is the
+    /// estimate from the catalog alone.
+    pub timed_out: bool,
+}
+
+impl ExpiredCount {
+    fn of(e: Expired, timed_out: bool) -> ExpiredCount {
+        ExpiredCount {
+            rows: e.rows,
+            tenants: e.tenants,
+            estimated: !e.exact || timed_out,
+            counted: e.counted,
+            timed_out,
+        }
+    }
 }
 
 /// Start the rehearsal: a transaction whose lock waits last at most
@@ -58,19 +80,19 @@ pub fn run_migration(
     })
 }
 
-/// Count the rows of `retention.expired_<dataset>` (and their tenants, by
-/// `tenant`) in a savepoint; after `timeout`, the planner's estimate.
+/// Count the rows of `retention.expired_<dataset>` a run starting at `at`
+/// would remove (and their tenants, when `tenants`), in a savepoint,
+/// reading at most [`EXAMINE_BUDGET`] rows (`expired::expired`); past the
+/// budget the count is an estimate. After `timeout`, the estimate from the
+/// catalog alone.
 pub fn count_expired(
     tx: &mut Transaction,
     dataset: &str,
-    tenant: Option<&str>,
+    at: DateTime<Utc>,
+    tenants: bool,
     timeout: Duration,
 ) -> Result<ExpiredCount, DbError> {
     let view = expired_view_named(dataset);
-    let sql = match tenant {
-        Some(t) => format!("SELECT count(*), count(DISTINCT {}) FROM {view}", ident(t)),
-        None => format!("SELECT count(*), NULL::bigint FROM {view}"),
-    };
     let mut sp = tx
         .savepoint("pgretain_plan_count")
         .map_err(ctx("starting a savepoint"))?;
@@ -79,71 +101,30 @@ pub fn count_expired(
         timeout.as_millis().max(1)
     ))
     .map_err(ctx("setting the count timeout"))?;
-    match sp.query_one(sql.as_str(), &[]) {
-        Ok(row) => {
+    match expired::expired(&mut sp, dataset, at, EXAMINE_BUDGET, tenants) {
+        Ok(e) => {
             // The timeout bounds the count only, not what follows.
             sp.batch_execute("SET LOCAL statement_timeout TO DEFAULT")
                 .map_err(ctx("lifting the count timeout"))?;
             sp.commit().map_err(ctx("releasing a savepoint"))?;
-            Ok(ExpiredCount {
-                rows: col(&row, 0)?,
-                tenants: col(&row, 1)?,
-                estimated: false,
-            })
+            Ok(ExpiredCount::of(e.unwrap_or_default(), false))
         }
-        Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
+        Err(e) if e.0.contains("SQLSTATE 57014") => {
             sp.rollback().map_err(ctx("rolling back a savepoint"))?;
-            estimate(tx, dataset, &view, timeout)
+            match expired::expired(tx, dataset, at, 0, false) {
+                Ok(e) => Ok(ExpiredCount::of(e.unwrap_or_default(), true)),
+                Err(e) => Err(DbError(format!(
+                    "counting the expired rows of `{dataset}` took longer than {} and estimating them failed too: {}. Retry with a longer --count-timeout, or when the table is not locked",
+                    seconds(timeout),
+                    e.0
+                ))),
+            }
         }
         Err(e) => Err(DbError(format!(
             "counting the rows {view} lists failed: {}",
-            pg_message(&e)
+            e.0
         ))),
     }
-}
-
-/// The planner's row estimate for the view (EXPLAIN; nothing is read).
-fn estimate(
-    tx: &mut Transaction,
-    dataset: &str,
-    view: &str,
-    timeout: Duration,
-) -> Result<ExpiredCount, DbError> {
-    let mut sp = tx
-        .savepoint("pgretain_plan_estimate")
-        .map_err(ctx("starting a savepoint"))?;
-    let explain = format!(
-        "SET LOCAL statement_timeout = {}; EXPLAIN (FORMAT JSON) SELECT * FROM {view}",
-        timeout.max(Duration::from_secs(5)).as_millis()
-    );
-    let messages = sp.simple_query(&explain).map_err(|e| {
-        DbError(format!(
-            "counting the expired rows of `{dataset}` took longer than {} and estimating them failed too: {}. Retry with a longer --count-timeout, or when the table is not locked",
-            seconds(timeout),
-            pg_message(&e)
-        ))
-    })?;
-    sp.rollback().map_err(ctx("rolling back a savepoint"))?;
-    let text = messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.try_get(0).ok().flatten().map(str::to_string),
-            _ => None,
-        })
-        .unwrap_or_default();
-    let rows = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v[0]["Plan"]["Plan Rows"].as_f64())
-        .ok_or_else(|| {
-            DbError(format!(
-                "cannot read the row estimate of {view} from EXPLAIN"
-            ))
-        })?;
-    Ok(ExpiredCount {
-        rows: rows.round() as i64,
-        tenants: None,
-        estimated: true,
-    })
 }
 
 /// End the rehearsal: nothing it did stays.

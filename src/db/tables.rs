@@ -1,6 +1,6 @@
 //! What a dataset's table holds, read from the catalog and the table: its
-//! partitions, counts that stop at [`COUNT_CAP`], the oldest row, the rows
-//! overdue, and what would stop a run (a foreign key into the table, an
+//! partitions, counts that stop at [`COUNT_CAP`], the oldest row, and what
+//! would stop a run (a foreign key into the table, an
 //! archive whose columns drifted). Read-only.
 
 use std::time::SystemTime;
@@ -11,7 +11,6 @@ use postgres::GenericClient;
 
 use super::{col, ctx, DbError};
 use crate::model::ARCHIVE_COLUMNS;
-use crate::render::names;
 use crate::render::text::{ident, lit};
 
 /// Counts that scan rows stop here and are reported as "at least".
@@ -115,16 +114,6 @@ pub fn unheld_rows_in_partition(
     col(&row, 0)
 }
 
-/// The rows a run starting now would remove from `dataset` (its view of
-/// expired rows), up to [`COUNT_CAP`].
-pub fn expired_rows(client: &mut impl GenericClient, dataset: &str) -> Result<i64, DbError> {
-    capped_count(
-        client,
-        &names::expired_view_named(dataset),
-        "counting the overdue rows",
-    )
-}
-
 /// SQL for the instant that `expr`, a value of `dataset`'s clock type,
 /// names (`retention.clock_of`: a `timestamp` or `date` clock is read in
 /// the dataset's zone). A runtime older than version 3 knows only
@@ -162,47 +151,6 @@ pub fn oldest_row(
         .query_one(format!("SELECT {oldest} FROM {table} t").as_str(), &[])
         .map_err(ctx("reading the oldest row"))?;
     Ok(col::<Option<SystemTime>>(&row, 0)?.map(utc))
-}
-
-/// Rows a run would remove: how many (up to [`COUNT_CAP`]), and the oldest
-/// time among them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overdue {
-    pub rows: i64,
-    pub oldest: Option<DateTime<Utc>>,
-}
-
-/// The rows of `dataset` (in `table`, clock `time_column`) that a run
-/// starting at `cutoff` would remove; `None` when the database has no
-/// predicate for the dataset (`retention.expired_predicate`).
-pub fn overdue(
-    client: &mut impl GenericClient,
-    dataset: &str,
-    table: &str,
-    time_column: &str,
-    cutoff: DateTime<Utc>,
-) -> Result<Option<Overdue>, DbError> {
-    let row = client
-        .query_one("SELECT retention.expired_predicate($1)", &[&dataset])
-        .map_err(ctx("reading the expiry predicate"))?;
-    let Some(pred) = col::<Option<String>>(&row, 0)? else {
-        return Ok(None);
-    };
-    let oldest = instant_sql(client, dataset, "min(s.x)")?;
-    let sql = format!(
-        "SELECT count(*), {oldest} FROM (SELECT t.{time} AS x FROM {table} t WHERE {pred} LIMIT {COUNT_CAP}) s",
-        time = ident(time_column),
-    );
-    let stmt = client
-        .prepare_typed(&sql, &[Type::TIMESTAMPTZ])
-        .map_err(ctx("counting overdue rows"))?;
-    let row = client
-        .query_one(&stmt, &[&SystemTime::from(cutoff)])
-        .map_err(ctx("counting overdue rows"))?;
-    Ok(Some(Overdue {
-        rows: col(&row, 0)?,
-        oldest: col::<Option<SystemTime>>(&row, 1)?.map(utc),
-    }))
 }
 
 /// The time `periods` partition periods of `granularity` (day, week,

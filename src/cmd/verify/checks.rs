@@ -7,9 +7,10 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use postgres::{Client, Transaction};
 
-use super::{Finding, FindingKind, VerifyOptions, VerifyReport, GRACE, PARTITIONS_AHEAD};
+use super::{Finding, FindingKind, Unproven, VerifyOptions, VerifyReport, GRACE, PARTITIONS_AHEAD};
 use crate::db::catalog::DatasetRow;
 use crate::db::cron::{self, Job};
+use crate::db::expired::{self, EXAMINE_BUDGET};
 use crate::db::history::{self, FileState};
 use crate::db::runs::{self, STUCK_AFTER};
 use crate::db::tables::{self, COUNT_CAP};
@@ -289,33 +290,51 @@ pub(super) fn check_dataset(
     let period = schedule::period(&d.schedule, at);
     let tolerance = period.unwrap_or(TimeDelta::days(1)) + GRACE;
     let cutoff = at - tolerance;
-    if let Some(tables::Overdue { rows: n, oldest }) =
-        tables::overdue(tx, &d.name, &d.table, &d.time_column, cutoff)?
-    {
+    if let Some(e) = expired::expired(tx, &d.name, cutoff, EXAMINE_BUDGET, false)? {
+        let n = e.counted;
         if n > 0 {
+            // Only rows seen overdue are claimed; an estimate says so.
+            let how_many = if e.exact {
+                n.to_string()
+            } else {
+                format!("at least {n} (about {} by estimate)", e.rows)
+            };
             finding(
                 report,
                 FindingKind::Overdue,
                 name,
                 format!(
-                    "{}{} row{} past {} deadline by more than the tolerance of {} (one period of the schedule `{}`, {}, plus {}){}. Enforcement should have removed {}: check the job's runs and retention.run_log, or run `pgretain run {}`",
-                    if n >= COUNT_CAP { "at least " } else { "" },
-                    n,
-                    if n == 1 { " is" } else { "s are" },
-                    if n == 1 { "its" } else { "their" },
+                    "{how_many} row{} past {} deadline by more than the tolerance of {} (one period of the schedule `{}`, {}, plus {}){}. Enforcement should have removed {}: check the job's runs and retention.run_log, or run `pgretain run {}`",
+                    if n == 1 && e.exact { " is" } else { "s are" },
+                    if n == 1 && e.exact { "its" } else { "their" },
                     human_duration(tolerance),
                     d.schedule,
                     period
                         .map(human_duration)
                         .unwrap_or_else(|| "unreadable, taken as 24 h".into()),
                     human_duration(GRACE),
-                    oldest
-                        .map(|t| format!("; the oldest has {} = {}", d.time_column, rfc3339(t)))
+                    e.oldest
+                        .map(|t| format!(
+                            "; the oldest {} has {} = {}",
+                            if e.exact { "of them" } else { "seen" },
+                            d.time_column,
+                            rfc3339(t)
+                        ))
                         .unwrap_or_default(),
-                    if n == 1 { "it" } else { "them" },
+                    if n == 1 && e.exact { "it" } else { "them" },
                     d.name
                 ),
             );
+        } else if !e.exact {
+            report.unproven.push(Unproven {
+                dataset: d.name.clone(),
+                message: format!(
+                    "no row overdue beyond the tolerance among the {} rows read, but not every row that could be was read (at most {} per check): about {} may be, by estimate",
+                    e.examined,
+                    EXAMINE_BUDGET,
+                    e.rows
+                ),
+            });
         }
     }
 
