@@ -3,8 +3,9 @@
 //! (a shorter run-time setting) can have expired rows in a partition, the
 //! run finds them through the (tenant, time) index and never reads the
 //! partition's pages; and when every row of a partition is expired but a
-//! few held ones, those are copied to a new partition of the period and
-//! the old one is dropped, rather than deleting the rest row by row. The
+//! few held ones, or a few of a tenant with a longer retention, those are
+//! copied to a new partition of the period and the old one is dropped,
+//! rather than deleting the rest row by row. The
 //! result is exact against an oracle.
 
 mod common;
@@ -41,7 +42,9 @@ fn oracle(t: &str) -> String {
     format!(
         "SELECT count(*) FROM app.conversations c
           WHERE c.bot_id = 3
-             OR NOT (c.started_at + CASE WHEN c.bot_id = 5 THEN interval '30 days' ELSE interval '90 days' END
+             OR NOT (c.started_at + CASE WHEN c.bot_id = 5 THEN interval '30 days'
+                                         WHEN c.bot_id = 7 THEN interval '365 days'
+                                         ELSE interval '90 days' END
                      < '{t}'::timestamptz)"
     )
 }
@@ -59,7 +62,8 @@ fn only_the_tenants_that_can_have_expired_rows_are_read_through_their_index() {
         "INSERT INTO app.conversations (bot_id, started_at, body)
          SELECT (n / 120) % 20, now() - (n % 120) * interval '1 day' - (n % 3600) * interval '1 second', 'conversation ' || n
            FROM generate_series(1, 600000) AS n;
-         INSERT INTO retention.tenant_setting (dataset, tenant, keep) VALUES ('conversations', '5', '30 days');
+         INSERT INTO retention.tenant_setting (dataset, tenant, keep)
+         VALUES ('conversations', '5', '30 days'), ('conversations', '7', '365 days');
          ANALYZE app.conversations",
     );
     let t: String = c
@@ -121,15 +125,16 @@ fn only_the_tenants_that_can_have_expired_rows_are_read_through_their_index() {
     );
     // Its pages were never read in sequence: the index found bot 5's rows.
     assert_eq!(after, before, "{part} was scanned ({detail})");
-    // Past 90 days only bot 3's held rows were left in each day: they were
-    // copied out, and each day's partition, under its name, holds them alone.
+    // Past 90 days only bot 3's held rows and bot 7's (365 days) were left
+    // in each day: they were copied out, and each day's partition, under its
+    // name, holds them alone.
     assert!(
         detail.contains("row(s) were copied to a new partition"),
         "{detail}"
     );
     let old = c
         .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE c.bot_id <> 3),
+            "SELECT count(*), count(*) FILTER (WHERE c.bot_id NOT IN (3, 7)),
                     count(DISTINCT c.tableoid), min(c.tableoid::regclass::text)
                FROM app.conversations c WHERE c.started_at < now() - interval '100 days'",
             &[],

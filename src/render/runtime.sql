@@ -746,8 +746,13 @@ BEGIN
                        retention.bound_literal(p_dataset, v_upper));
     END IF;
     -- A partition publishes its own UPDATEs and DELETEs: it takes the
-    -- table's replica identity.
-    PERFORM retention.follow_replica_identity(p_dataset);
+    -- table's replica identity (FULL or NOTHING; a key is its own index).
+    -- Only this one: follow_replica_identity() reads every partition.
+    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) IN ('f', 'n') THEN
+        EXECUTE format('ALTER TABLE %I.%I REPLICA IDENTITY %s', v_schema, v_name,
+                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent)
+                            WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+    END IF;
     RETURN true;
 END
 $$;
@@ -2121,6 +2126,28 @@ BEGIN
 END
 $$;
 
+-- run_ordinary_gone(dataset, T, upper): whether every row before `upper`
+-- whose tenant has no rule of its own is expired at T (its retention, the
+-- dataset's keep or its environment's override, plus calendar slack, has
+-- passed since `upper`, with a margin: >= where < would do). Then what
+-- the run keeps of such a partition is
+-- only rows of tenants with rules of their own (a longer retention) and
+-- held rows.
+CREATE OR REPLACE FUNCTION retention.run_ordinary_gone(p_dataset text, p_t timestamptz, p_upper timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_upper IS NOT NULL AND isfinite(p_upper) AND NOT EXISTS (
+        SELECT 1 FROM retention.dataset d
+         CROSS JOIN LATERAL (SELECT d.keep AS k
+                             UNION ALL
+                             SELECT o.keep FROM retention.policy_override o
+                              WHERE o.dataset = d.name AND o.tenant IS NULL) x
+         WHERE d.name = p_dataset
+           AND (p_upper AT TIME ZONE 'UTC'::text) + x.k + retention.calendar_slack(x.k) >= (p_t AT TIME ZONE 'UTC'::text))
+$$;
+
 -- few_kept(partition, where, pred, T): whether the run at T keeps few of
 -- the partition's rows: at most 10,000 and a fifth of them, with at least
 -- 100 to remove. Counts the kept rows among those `where` finds (through
@@ -2986,6 +3013,7 @@ DECLARE
     v_narrow    text;
     v_kept_range   text;   -- run_kept_where: what the run keeps, findable by index
     v_kept_default text;
+    v_kept_special text;   -- ... of a partition whose ordinary rows are all expired
     v_by_pages  integer := 0;
     v_by_index  integer := 0;
     v_kept      record;
@@ -3052,6 +3080,8 @@ BEGIN
             v_special := retention.run_special(p_dataset);
             v_kept_range := retention.run_kept_where(p_dataset, v_t, false);
             v_kept_default := retention.run_kept_where(p_dataset, v_t, true);
+            v_kept_special := CASE WHEN v_special IS NOT NULL AND v_special <> 'false' AND v_kept_range IS NOT NULL
+                                   THEN pg_catalog.format('(%s OR %s)', v_special, v_kept_range) END;
         EXCEPTION WHEN query_canceled THEN
             v_cancelled := true;
         END;
@@ -3106,6 +3136,12 @@ BEGIN
                              WHEN v_ctx.lowers[i] IS NULL AND v_kept_default IS NOT NULL AND NOT v_ctx.archives
                                   AND retention.few_kept(v_ctx.parts[i], v_kept_default, v_ctx.pred, v_t)
                                  THEN '{copy,rows}'::text[]
+                             -- Every ordinary row expired: what is kept is a few
+                             -- tenants' longer retention (and held rows).
+                             WHEN v_kept_special IS NOT NULL AND NOT v_ctx.archives
+                                  AND retention.run_ordinary_gone(p_dataset, v_t, v_ctx.uppers[i])
+                                  AND retention.few_kept(v_ctx.parts[i], v_kept_special, v_ctx.pred, v_t)
+                                 THEN '{copy,rows}'::text[]
                              WHEN v_ctx.lowers[i] IS DISTINCT FROM '-infinity'::timestamptz THEN '{rows}'::text[]
                              WHEN v_ctx.archives THEN '{rows,drain}'::text[]
                              ELSE '{drain,rows}'::text[] END;
@@ -3117,7 +3153,9 @@ BEGIN
                         SELECT * INTO v_kept
                           FROM retention.run_copy_kept(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
                                                        v_ctx.uppers[i], v_ctx.pred,
-                                                       CASE WHEN v_ctx.lowers[i] IS NULL THEN v_kept_default ELSE v_kept_range END,
+                                                       CASE WHEN v_ctx.lowers[i] IS NULL THEN v_kept_default
+                                                            WHEN v_step.action = 'copy' THEN v_kept_range
+                                                            ELSE v_kept_special END,
                                                        v_ctx.default_part);
                         v_cancelled := v_kept.cancelled;
                         IF v_kept.note IS NULL AND NOT v_kept.cancelled THEN
