@@ -76,6 +76,9 @@ impl Bench {
                     outcome,
                     r.get::<_, String>(4)
                 );
+                // The run log's own account (which strategy each partition
+                // got, and why), for whoever reads the progress output.
+                self.log(&format!("pgretain run log: {}", r.get::<_, String>(4)));
                 format!(
                     "{} partitions dropped (~{} rows), {} rows deleted in batches",
                     r.get::<_, i32>(1),
