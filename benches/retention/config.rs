@@ -72,6 +72,10 @@ impl Method {
 pub(crate) enum Scenario {
     Uniform,
     Mixed,
+    /// Uniform retention, but the history was imported after the policy was
+    /// applied: partitions exist only as far back as premake makes them (the
+    /// longest retention), older rows sit in the default partition.
+    Imported,
 }
 
 impl Scenario {
@@ -79,6 +83,7 @@ impl Scenario {
         match self {
             Scenario::Uniform => "uniform",
             Scenario::Mixed => "mixed",
+            Scenario::Imported => "imported",
         }
     }
 }
@@ -142,7 +147,10 @@ impl FromStr for Scenario {
         match s.trim() {
             "uniform" => Ok(Scenario::Uniform),
             "mixed" => Ok(Scenario::Mixed),
-            other => Err(format!("unknown scenario `{other}` (uniform, mixed)")),
+            "imported" => Ok(Scenario::Imported),
+            other => Err(format!(
+                "unknown scenario `{other}` (uniform, mixed, imported)"
+            )),
         }
     }
 }
@@ -218,11 +226,11 @@ pub(crate) struct Config {
     /// Time of day (UTC) of T, as the default schedule `30 3 * * *`.
     #[arg(long, default_value = "03:30", env = "PGRETAIN_BENCH_RUN_AT")]
     pub(crate) run_at: String,
-    /// Scenarios at `rows`: uniform, mixed.
+    /// Scenarios at `rows`: uniform, mixed, imported.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "uniform,mixed",
+        default_value = "uniform,mixed,imported",
         env = "PGRETAIN_BENCH_SCENARIOS"
     )]
     pub(crate) scenarios: Vec<Scenario>,

@@ -118,6 +118,7 @@ fn main() {
         started,
         results: Vec::new(),
         ops: Vec::new(),
+        imported_live: Vec::new(),
         versions,
     };
     bench.log(&format!(

@@ -22,7 +22,7 @@ impl Bench {
     pub(crate) fn reference_expired(&self, sc: Scenario, t: &str, keep: u32) -> String {
         let tk = self.cfg.tenant_keep_days;
         match sc {
-            Scenario::Uniform => format!(
+            Scenario::Uniform | Scenario::Imported => format!(
                 "(tenant <> 'load' AND at < '{t}'::timestamptz - interval '{keep} days')"
             ),
             Scenario::Mixed => format!(
@@ -37,7 +37,9 @@ impl Bench {
     /// What a DBA would write for (b) and (c) on the plain table (alias `t`).
     pub(crate) fn plain_predicate(&self, sc: Scenario, t: &str, keep: u32) -> String {
         match sc {
-            Scenario::Uniform => format!("t.at < '{t}'::timestamptz - interval '{keep} days'"),
+            Scenario::Uniform | Scenario::Imported => {
+                format!("t.at < '{t}'::timestamptz - interval '{keep} days'")
+            }
             Scenario::Mixed => {
                 let shortest = keep.min(self.cfg.tenant_keep_days);
                 format!(
@@ -329,8 +331,18 @@ impl Bench {
 
         let mut templates: Vec<Db> = Vec::new();
         if methods.contains(&Method::Pgretain) || methods.contains(&Method::Floor) {
-            templates.push(self.make_pgretain_template(rows));
+            templates.push(self.make_pgretain_template(rows, false));
         }
+        // Imported history: a pgretain table whose partitions reach back only
+        // as far as premake makes them.
+        let imported =
+            if methods.contains(&Method::Pgretain) && scenarios.contains(&Scenario::Imported) {
+                let mut t = self.make_pgretain_template(rows, true);
+                t.client = self.admin();
+                Some(t)
+            } else {
+                None
+            };
         if methods.contains(&Method::Delete) || methods.contains(&Method::Batched) {
             templates.push(self.make_plain_template(rows));
         }
@@ -354,12 +366,15 @@ impl Bench {
 
         for &sc in scenarios {
             for &m in methods {
-                if sc == Scenario::Mixed && m.drops_only() {
-                    continue; // no per-tenant retention, no holds
+                if sc != Scenario::Uniform && m.drops_only() {
+                    continue; // no per-tenant retention, no holds, no default partition
                 }
                 let name = format!("{}_{}_{}", m.letter(), sc.name(), rows);
-                let mut db = match m {
-                    Method::Partman => self.make_partman_db(rows),
+                let mut db = match (m, &imported) {
+                    (Method::Partman, _) => self.make_partman_db(rows),
+                    (Method::Pgretain, Some(t)) if sc == Scenario::Imported => {
+                        self.clone_db(t, &name, m)
+                    }
                     _ => self.clone_db(&templates[template_for(m)], &name, m),
                 };
                 if sc == Scenario::Mixed {
@@ -379,6 +394,29 @@ impl Bench {
                 self.measure(&mut db, rows, sc, Step::CatchUp, &t0, keep);
                 if m == Method::Pgretain {
                     self.time_ops(&db, rows, sc, "after catch-up");
+                }
+                if m == Method::Pgretain && sc == Scenario::Imported {
+                    // SPEC §3: after a run, no row within its retention sits
+                    // in a default partition (unless past premake's horizon,
+                    // which no row of this history is).
+                    let live: i64 = db
+                        .client
+                        .query_one(
+                            &format!(
+                                "SELECT count(*) FROM app.events t
+                                  WHERE t.tableoid IN (SELECT p.partition FROM retention.partitions('events') p
+                                                        WHERE p.lower_bound IS NULL)
+                                    AND t.tenant <> 'load'
+                                    AND NOT (t.at < '{t0}'::timestamptz - interval '{keep} days')"
+                            ),
+                            &[],
+                        )
+                        .unwrap()
+                        .get(0);
+                    self.log(&format!(
+                        "{rows} rows, imported: {live} live row(s) left in the default partition"
+                    ));
+                    self.imported_live.push((rows, live));
                 }
                 if sc == Scenario::Uniform && !m.drops_only() {
                     self.generate(&mut db.client, &t0, &t1, per_day, rows);
@@ -411,7 +449,7 @@ impl Bench {
                 }
             }
         }
-        for t in templates {
+        for t in templates.into_iter().chain(imported) {
             self.drop_db(t);
         }
     }

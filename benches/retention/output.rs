@@ -244,6 +244,31 @@ impl Bench {
                 if a.rows_left == c.rows_left { "yes" } else { "**no**" },
             ));
         }
+        if let (Some(a), Some(b)) = (
+            self.find(rows, Scenario::Imported, Step::CatchUp, Method::Pgretain),
+            self.find(rows, Scenario::Imported, Step::CatchUp, Method::Delete),
+        ) {
+            let tr = a.secs / b.secs;
+            let wr = a.wal as f64 / b.wal.max(1) as f64;
+            let live = self
+                .imported_live
+                .iter()
+                .find(|(n, _)| *n == rows)
+                .map(|(_, l)| *l);
+            line(format!(
+                "{} rows, imported history, pgretain vs one DELETE: time {:.2}× (target ≤ 1/3: {}), \
+                 WAL {:.1}% (target ≤ 5%: {}); live rows left in the default partition: {} (target 0: {}); \
+                 exact guarantee: {}",
+                human_rows(rows),
+                tr,
+                verdict(tr <= 1.0 / 3.0),
+                wr * 100.0,
+                verdict(wr <= 0.05),
+                live.map_or("not counted".to_string(), |l| l.to_string()),
+                verdict(live == Some(0)),
+                if a.exact() { "yes" } else { "**no**" },
+            ));
+        }
         for (&n, step) in sizes
             .iter()
             .flat_map(|n| [(n, Step::CatchUp), (n, Step::CatchUpBound)])

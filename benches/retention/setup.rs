@@ -31,6 +31,9 @@ pub(crate) struct Bench {
     pub(crate) results: Vec<Measurement>,
     /// The operator commands' wall times.
     pub(crate) ops: Vec<crate::ops::OpsTiming>,
+    /// Imported history: live rows left in the default partition after the
+    /// catch-up, per size (SPEC §3: none).
+    pub(crate) imported_live: Vec<(u64, i64)>,
     pub(crate) versions: Vec<(String, String)>,
 }
 
@@ -179,9 +182,15 @@ datasets:
         );
     }
 
-    /// The pgretain template: the policy deployed, a partition per day, the rows.
-    pub(crate) fn make_pgretain_template(&self, rows: u64) -> Db {
-        let name = format!("tpl_pgretain_{rows}");
+    /// The pgretain template: the policy deployed, a partition per day, the
+    /// rows. With `imported`, the rows come after the policy, as an import
+    /// of history would: partitions only as far back as premake makes them.
+    pub(crate) fn make_pgretain_template(&self, rows: u64, imported: bool) -> Db {
+        let name = if imported {
+            format!("tpl_pgretain_imported_{rows}")
+        } else {
+            format!("tpl_pgretain_{rows}")
+        };
         self.log(&format!(
             "{name}: deploying the policy and generating {rows} rows"
         ));
@@ -198,15 +207,21 @@ datasets:
         let mut db = db;
         let first = self.shift(&self.t0, -(self.cfg.days as i64) - 1);
         let last = self.shift(&self.t2, 2);
-        q(
-            &mut db.client,
-            &format!(
-                "SELECT count(retention.create_partition('events', d))
-                   FROM generate_series(date_trunc('day', '{first}'::timestamptz, 'UTC'),
-                                        '{last}'::timestamptz, interval '1 day') AS d;
-                 SELECT retention.premake('events', now());"
-            ),
-        );
+        if imported {
+            // What apply left: premake's partitions (back over the longest
+            // retention, ahead by `premake`); the import comes next.
+            q(&mut db.client, "SELECT retention.premake('events', now())");
+        } else {
+            q(
+                &mut db.client,
+                &format!(
+                    "SELECT count(retention.create_partition('events', d))
+                       FROM generate_series(date_trunc('day', '{first}'::timestamptz, 'UTC'),
+                                            '{last}'::timestamptz, interval '1 day') AS d;
+                     SELECT retention.premake('events', now());"
+                ),
+            );
+        }
         self.generate_base(&mut db.client, rows);
         q(&mut db.client, "VACUUM (ANALYZE, PARALLEL 0) app.events");
         db
