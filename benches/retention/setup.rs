@@ -205,13 +205,13 @@ datasets:
         };
         self.deploy(&db, &self.policy_yaml(self.cfg.keep_days, false));
         let mut db = db;
-        let first = self.shift(&self.t0, -(self.cfg.days as i64) - 1);
-        let last = self.shift(&self.t2, 2);
         if imported {
             // What apply left: premake's partitions (back over the longest
             // retention, ahead by `premake`); the import comes next.
             q(&mut db.client, "SELECT retention.premake('events', now())");
         } else {
+            let first = self.shift(&self.t0, -(self.cfg.days as i64) - 1);
+            let last = self.shift(&self.t2, 2);
             q(
                 &mut db.client,
                 &format!(

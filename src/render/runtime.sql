@@ -690,6 +690,27 @@ RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN date_trunc(p_granularity, p_at, p_zone);
 
+-- copy_replica_identity(from, to): gives table `to` the replica identity
+-- of `from` when that is FULL or NOTHING (the default, a primary key, is
+-- each table's own index, and USING INDEX names an index of `from`).
+-- Returns whether it changed `to`.
+CREATE OR REPLACE FUNCTION retention.copy_replica_identity(p_from regclass, p_to regclass)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ident "char" := (SELECT c.relreplident FROM pg_class c WHERE c.oid = p_from);
+BEGIN
+    IF v_ident IS NULL OR v_ident NOT IN ('f', 'n')
+       OR v_ident IS NOT DISTINCT FROM (SELECT c.relreplident FROM pg_class c WHERE c.oid = p_to) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', p_to, CASE v_ident WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
+    RETURN true;
+END
+$$;
+
 -- create_partition(dataset, lower): creates the partition of the period
 -- starting at `lower`, unless it exists. Rows of that period that sit in the
 -- default partition (inserted before the partition existed) are moved into
@@ -748,11 +769,7 @@ BEGIN
     -- A partition publishes its own UPDATEs and DELETEs: it takes the
     -- table's replica identity (FULL or NOTHING; a key is its own index).
     -- Only this one: follow_replica_identity() reads every partition.
-    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent) IN ('f', 'n') THEN
-        EXECUTE format('ALTER TABLE %I.%I REPLICA IDENTITY %s', v_schema, v_name,
-                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_parent)
-                            WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
-    END IF;
+    PERFORM retention.copy_replica_identity(v_parent, format('%I.%I', v_schema, v_name)::regclass);
     RETURN true;
 END
 $$;
@@ -1117,10 +1134,7 @@ BEGIN
                        CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
                        CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
-    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_rel) IN ('f', 'n') THEN
-        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', v_parent,
-                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = v_rel) WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
-    END IF;
+    PERFORM retention.copy_replica_identity(v_rel, v_parent);
     FOR r IN SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
               WHERE pr.prrelid = v_rel ORDER BY p.pubname LOOP
         EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', r.pubname, v_parent);
@@ -1149,19 +1163,20 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_rel   regclass;
     v_ident "char";
     v_n     integer := 0;
     r       record;
 BEGIN
-    SELECT c.relreplident INTO v_ident FROM retention.dataset d JOIN pg_class c ON c.oid = d.relation::regclass
+    SELECT c.oid, c.relreplident INTO v_rel, v_ident FROM retention.dataset d JOIN pg_class c ON c.oid = d.relation::regclass
      WHERE d.name = p_dataset;
     IF v_ident NOT IN ('f', 'n') THEN
         RETURN 0;
     END IF;
-    FOR r IN SELECT p.partition FROM retention.partitions(p_dataset) p
-               JOIN pg_class c ON c.oid = p.partition WHERE c.relreplident <> v_ident LOOP
-        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', r.partition, CASE v_ident WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
-        v_n := v_n + 1;
+    FOR r IN SELECT p.partition FROM retention.partitions(p_dataset) p LOOP
+        IF retention.copy_replica_identity(v_rel, r.partition) THEN
+            v_n := v_n + 1;
+        END IF;
     END LOOP;
     RETURN v_n;
 END
@@ -2042,6 +2057,18 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- ordinary_keeps(dataset): the retentions a row whose tenant has no rule
+-- of its own can have: the dataset's keep, and each environment's override.
+CREATE OR REPLACE FUNCTION retention.ordinary_keeps(p_dataset text)
+RETURNS SETOF interval
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.keep FROM retention.dataset d WHERE d.name = p_dataset
+    UNION ALL
+    SELECT o.keep FROM retention.policy_override o WHERE o.dataset = p_dataset AND o.tenant IS NULL
+$$;
+
 -- run_ordinary(dataset, T, lower): whether a row at or after `lower` whose
 -- tenant has no rule of its own can be expired at T. Its retention is then
 -- the dataset's keep or its environment's override, and its deadline is
@@ -2055,13 +2082,8 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p_lower IS NULL OR NOT isfinite(p_lower) OR EXISTS (
-        SELECT 1 FROM retention.dataset d
-         CROSS JOIN LATERAL (SELECT d.keep AS k
-                             UNION ALL
-                             SELECT o.keep FROM retention.policy_override o
-                              WHERE o.dataset = d.name AND o.tenant IS NULL) x
-         WHERE d.name = p_dataset
-           AND (p_lower AT TIME ZONE 'UTC'::text) + x.k < (p_t AT TIME ZONE 'UTC'::text))
+        SELECT 1 FROM retention.ordinary_keeps(p_dataset) AS k
+         WHERE (p_lower AT TIME ZONE 'UTC'::text) + k < (p_t AT TIME ZONE 'UTC'::text))
 $$;
 
 -- run_batch(...): removes the expired rows of pages [from, from + pages) of
@@ -2139,13 +2161,8 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p_upper IS NOT NULL AND isfinite(p_upper) AND NOT EXISTS (
-        SELECT 1 FROM retention.dataset d
-         CROSS JOIN LATERAL (SELECT d.keep AS k
-                             UNION ALL
-                             SELECT o.keep FROM retention.policy_override o
-                              WHERE o.dataset = d.name AND o.tenant IS NULL) x
-         WHERE d.name = p_dataset
-           AND (p_upper AT TIME ZONE 'UTC'::text) + x.k + retention.calendar_slack(x.k) >= (p_t AT TIME ZONE 'UTC'::text))
+        SELECT 1 FROM retention.ordinary_keeps(p_dataset) AS k
+         WHERE (p_upper AT TIME ZONE 'UTC'::text) + k + retention.calendar_slack(k) >= (p_t AT TIME ZONE 'UTC'::text))
 $$;
 
 -- few_kept(partition, where, pred, T): whether the run at T keeps few of
@@ -2220,11 +2237,7 @@ BEGIN
     v_new := format('%I.%I', v_schema, left(v_name, 58) || '_kept');
     EXECUTE format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS
                     INCLUDING STORAGE INCLUDING STATISTICS INCLUDING COMPRESSION INCLUDING INDEXES)', v_new, v_parent);
-    IF (SELECT c.relreplident FROM pg_class c WHERE c.oid = d.relation::regclass) IN ('f', 'n') THEN
-        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', v_new,
-                       CASE (SELECT c.relreplident FROM pg_class c WHERE c.oid = d.relation::regclass)
-                            WHEN 'f' THEN 'FULL' ELSE 'NOTHING' END);
-    END IF;
+    PERFORM retention.copy_replica_identity(d.relation::regclass, v_new::regclass);
     -- Then, under the locks a drop takes, the kept rows and the swap. The
     -- new partition has at most 10,000 rows: PostgreSQL checks them against
     -- the period's bounds as it attaches it.
