@@ -2,7 +2,8 @@
 //! overrides, holds, stamping), random run-time settings and random rows,
 //! which between them reach every way a run treats a partition (dropped,
 //! read page by page, read through the tenant index, its few held rows
-//! copied out, the default partition),
+//! copied out, alone or with its neighbours into one partition, the
+//! default partition),
 //! enforced by the real database; the rows left are compared with an oracle
 //! written here, from the SPEC, independently of the compiler and of the
 //! SQL. Over-deleted and under-deleted must both be zero in every case.
@@ -235,6 +236,7 @@ fn random_policies_remove_exactly_the_expired_rows() {
     let mut checked_rows = 0usize;
     let mut removed_rows = 0usize;
     let (mut seen_copy, mut seen_index, mut seen_drop) = (false, false, false);
+    let mut seen_merged = false;
     for case_no in 0..cases {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ (case_no + 1).wrapping_mul(0x1000_0000_01B3));
         let case = Case::random(&mut r);
@@ -287,6 +289,17 @@ fn random_policies_remove_exactly_the_expired_rows() {
             let at = base - offset + Span::days(30);
             rows.push((i, tenant, env, at));
         }
+        // Every third case, a dense month of old rows (4,000 of them, 140 to
+        // 170 days back): partitions with enough rows that the few a hold
+        // or a longer retention keeps are copied out, neighbours together.
+        if case_no % 3 == 0 {
+            for i in 150..4150 {
+                let tenant = *r.pick(&TENANTS);
+                let env = *r.pick(&ENVS);
+                let at = base - Span::days(170) + Span::seconds(r.below(30 * 86_400) as i64);
+                rows.push((i, tenant, env, at));
+            }
+        }
         let mut insert =
             String::from("INSERT INTO app.d (id, tenant, env, at) OVERRIDING SYSTEM VALUE VALUES ");
         insert.push_str(
@@ -318,6 +331,7 @@ fn random_policies_remove_exactly_the_expired_rows() {
                 .unwrap()
                 .get(0);
             seen_copy |= detail.contains("row(s) were copied to a new partition");
+            seen_merged |= detail.contains("neighbouring ones were copied together");
             seen_index |= detail.contains("rows found through the tenant index");
             seen_drop |= !detail.ends_with(" dropped=0");
             let left: BTreeSet<i64> = c
@@ -354,9 +368,9 @@ fn random_policies_remove_exactly_the_expired_rows() {
         removed_rows > 0 && removed_rows < checked_rows,
         "the cases must remove some rows and keep others"
     );
-    eprintln!("strategies reached: drop {seen_drop}, held rows copied out {seen_copy}, tenant index {seen_index}");
+    eprintln!("strategies reached: drop {seen_drop}, held rows copied out {seen_copy} (neighbours together {seen_merged}), tenant index {seen_index}");
     assert!(
-        seen_copy && seen_index && seen_drop,
+        seen_copy && seen_merged && seen_index && seen_drop,
         "the cases must reach every strategy"
     );
 }

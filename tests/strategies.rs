@@ -126,8 +126,8 @@ fn only_the_tenants_that_can_have_expired_rows_are_read_through_their_index() {
     // Its pages were never read in sequence: the index found bot 5's rows.
     assert_eq!(after, before, "{part} was scanned ({detail})");
     // Past 90 days only bot 3's held rows and bot 7's (365 days) were left
-    // in each day: they were copied out, and each day's partition, under its
-    // name, holds them alone.
+    // in each day: they were copied out, the neighbouring days' together
+    // into one partition spanning their range, which holds them alone.
     assert!(
         detail.contains("row(s) were copied to a new partition"),
         "{detail}"
@@ -142,8 +142,19 @@ fn only_the_tenants_that_can_have_expired_rows_are_read_through_their_index() {
         .unwrap();
     assert!(old.get::<_, i64>(0) > 0);
     assert_eq!(old.get::<_, i64>(1), 0);
-    assert!(old.get::<_, i64>(2) >= 19, "one partition per day");
-    assert!(old.get::<_, String>(3).starts_with("app.conversations_p"));
+    // The rows reach back 120 days: those of the 20 days from 100 to 120
+    // days old are in one partition (of at most 24 days).
+    assert_eq!(old.get::<_, i64>(2), 1, "neighbouring days copied together");
+    let name = old.get::<_, String>(3);
+    assert!(
+        name.starts_with("app.conversations_p")
+            && name.len() == "app.conversations_p20260101_20260125".len(),
+        "{name}: named for its range"
+    );
+    assert!(
+        detail.contains("neighbouring ones were copied together, into 2 partition(s)"),
+        "{detail}"
+    );
     let deleted: i64 = c
         .query_one(
             "SELECT rows_deleted FROM retention.run_log WHERE dataset = 'conversations' ORDER BY id DESC LIMIT 1",
@@ -217,4 +228,131 @@ fn imported_history_in_the_default_partition_is_dropped_not_deleted() {
         0,
         "only held rows are left in the default partition"
     );
+}
+
+const ARCHIVED: &str = r#"
+version: 1
+datasets:
+  events:
+    description: Events, archived when they end.
+    table: app.events
+    columns:
+      id: bigint generated always as identity
+      bot_id: integer not null
+      at: timestamptz not null
+    time: at
+    tenant: bot_id
+    keep: 30 days
+    partition: day
+    on_expiry: archive
+    archive: { schema: archive, keep: 60 days }
+"#;
+
+/// Archive expiry follows what it removes: an archive month none of whose
+/// rows can be past its deadline plus the archive's keep is not read, one
+/// all of whose rows are is dropped whole, and the months between are
+/// deleted from batch by batch; the rows left are exactly those whose
+/// deadline plus the keep has not passed, at every T.
+#[test]
+fn archive_months_past_their_keep_are_dropped_whole() {
+    let d = Deployed::new(ARCHIVED);
+    d.backfill_partitions("events", 140);
+    let mut c = d.app();
+    // 130 days of rows, one every 10 minutes: deadlines from 100 days ago
+    // to now.
+    d.sql(
+        "INSERT INTO app.events (bot_id, at)
+         SELECT n % 7, now() - interval '30 days' - n * interval '10 minutes'
+           FROM generate_series(0, 100 * 144) AS n;
+         INSERT INTO app.events (bot_id, at) SELECT 1, now() - interval '1 day';
+         ANALYZE app.events;
+         CREATE TABLE public.truth AS SELECT id, at FROM app.events",
+    );
+    let t0: String = c
+        .query_one(
+            "SELECT to_char(date_trunc('second', now()) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // At each T the archive holds exactly the rows that expired by T
+    // (deadline at + 30 days before T, so archived by a run at or before
+    // T) whose deadline plus 60 days is not before T.
+    let check = |c: &mut postgres::Client, t: &str| {
+        let r = c
+            .query_one(
+                &format!(
+                    "WITH want AS (SELECT id FROM public.truth
+                                    WHERE at + interval '30 days' < '{t}'::timestamptz
+                                      AND NOT (at + interval '90 days' < '{t}'::timestamptz))
+                     SELECT (SELECT count(*) FROM archive.events),
+                            (SELECT count(*) FROM want WHERE id NOT IN (SELECT id FROM archive.events)),
+                            (SELECT count(*) FROM archive.events WHERE id NOT IN (SELECT id FROM want)),
+                            (SELECT count(*) FROM archive.events WHERE retention_deadline <> at + interval '30 days')"
+                ),
+                &[],
+            )
+            .unwrap();
+        let (n, over, under, wrong): (i64, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(
+            (over, under, wrong),
+            (0, 0, 0),
+            "at {t}: {n} archived rows; over-deleted, under-deleted, wrong deadlines"
+        );
+        n
+    };
+    d.run_at("events", &t0);
+    // Archived: the rows of the last 60 days of deadlines (at from 90 to 30
+    // days ago); the older ones were archived and removed in the same run.
+    let kept = check(&mut c, &t0);
+    assert!(
+        kept > 8_000,
+        "{kept} rows whose deadline plus 60 days is ahead"
+    );
+    let in_default: i64 = c
+        .query_one("SELECT count(*) FROM ONLY archive.events_default", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        in_default, 0,
+        "every archived row has its month's partition"
+    );
+    // 40 days on: months whose rows are all past are dropped, the rest
+    // read batch by batch; 100 days on, every month is past.
+    let mut dropped_whole = false;
+    for days in [40, 100] {
+        let t: String = c
+            .query_one(
+                "SELECT to_char(($1::text::timestamptz + make_interval(days => $2)) AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD HH24:MI:SS') || '+00'",
+                &[&t0, &days],
+            )
+            .unwrap()
+            .get(0);
+        d.run_at("events", &t);
+        let left = check(&mut c, &t);
+        let r = c
+            .query_one(
+                "SELECT outcome, coalesce(detail, '') FROM retention.run_log WHERE dataset = 'events' ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        let detail: String = r.get(1);
+        assert_eq!(r.get::<_, String>(0), "ok", "{detail}");
+        dropped_whole |= detail.contains("archive partition(s) dropped whole");
+        if days == 100 {
+            assert_eq!(left, 0);
+        }
+    }
+    assert!(dropped_whole, "no archive month was dropped whole");
+    // The dropped months do not come back.
+    let months: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'archive.events'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(months <= 6, "{months} archive partitions left");
 }

@@ -76,6 +76,12 @@ pub(crate) enum Scenario {
     /// applied: partitions exist only as far back as premake makes them (the
     /// longest retention), older rows sit in the default partition.
     Imported,
+    /// Uniform retention with `on_expiry: archive` (archive keep
+    /// `archive_keep` days): every expired row goes to the archive, and
+    /// archived rows whose deadline plus that keep has passed go too. The
+    /// alternative is the DBA's row copy: one transaction that moves the
+    /// expired rows to an archive table and deletes the archive's old ones.
+    Archived,
 }
 
 impl Scenario {
@@ -84,6 +90,7 @@ impl Scenario {
             Scenario::Uniform => "uniform",
             Scenario::Mixed => "mixed",
             Scenario::Imported => "imported",
+            Scenario::Archived => "archived",
         }
     }
 }
@@ -148,8 +155,9 @@ impl FromStr for Scenario {
             "uniform" => Ok(Scenario::Uniform),
             "mixed" => Ok(Scenario::Mixed),
             "imported" => Ok(Scenario::Imported),
+            "archived" => Ok(Scenario::Archived),
             other => Err(format!(
-                "unknown scenario `{other}` (uniform, mixed, imported)"
+                "unknown scenario `{other}` (uniform, mixed, imported, archived)"
             )),
         }
     }
@@ -226,11 +234,11 @@ pub(crate) struct Config {
     /// Time of day (UTC) of T, as the default schedule `30 3 * * *`.
     #[arg(long, default_value = "03:30", env = "PGRETAIN_BENCH_RUN_AT")]
     pub(crate) run_at: String,
-    /// Scenarios at `rows`: uniform, mixed, imported.
+    /// Scenarios at `rows`: uniform, mixed, imported, archived.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "uniform,mixed,imported",
+        default_value = "uniform,mixed,imported,archived",
         env = "PGRETAIN_BENCH_SCENARIOS"
     )]
     pub(crate) scenarios: Vec<Scenario>,

@@ -58,6 +58,7 @@
 mod common;
 mod config;
 mod db;
+mod erase;
 mod measure;
 mod methods;
 mod ops;
@@ -119,6 +120,8 @@ fn main() {
         results: Vec::new(),
         ops: Vec::new(),
         imported_live: Vec::new(),
+        erase: Vec::new(),
+        archived_left: Vec::new(),
         versions,
     };
     bench.log(&format!(
@@ -210,9 +213,11 @@ fn main() {
         println!("\n### Operator commands\n");
         print!("{}", bench.ops_table());
     }
+    print!("{}", bench.erase_table());
     println!("\n### Targets\n");
     print!("{}", bench.targets());
     print!("{}", bench.ops_targets());
+    print!("{}", bench.erase_targets());
     let problems = bench.check_same_rows();
     if !bench.results.is_empty() {
         println!(

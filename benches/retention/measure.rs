@@ -42,6 +42,14 @@ pub(crate) struct Measurement {
     pub(crate) idle: LoadStats,
     pub(crate) during: LoadStats,
     pub(crate) note: String,
+    /// Heap block reads (shared buffer hits and reads) of the run on the
+    /// table and its partitions, less one per concurrent insert; a
+    /// partition the run dropped counts as wholly read (an upper bound: a
+    /// DROP reads none of it, and what was read of it before is not
+    /// counted any more once it is gone).
+    pub(crate) heap_reads: i64,
+    /// The table's heap blocks before the run.
+    pub(crate) heap_total: i64,
 }
 
 impl Measurement {

@@ -12,7 +12,7 @@ use crate::config::{Method, Scenario, Step};
 use crate::db::{q, wal_lsn, wal_since, Db};
 use crate::measure::{Load, Measurement};
 use crate::output::{bytes, human_rows};
-use crate::setup::Bench;
+use crate::setup::{Bench, ARCHIVE_KEEP_DAYS};
 
 impl Bench {
     // -- the methods ----------------------------------------------------------
@@ -22,7 +22,7 @@ impl Bench {
     pub(crate) fn reference_expired(&self, sc: Scenario, t: &str, keep: u32) -> String {
         let tk = self.cfg.tenant_keep_days;
         match sc {
-            Scenario::Uniform | Scenario::Imported => format!(
+            Scenario::Uniform | Scenario::Imported | Scenario::Archived => format!(
                 "(tenant <> 'load' AND at < '{t}'::timestamptz - interval '{keep} days')"
             ),
             Scenario::Mixed => format!(
@@ -37,7 +37,7 @@ impl Bench {
     /// What a DBA would write for (b) and (c) on the plain table (alias `t`).
     pub(crate) fn plain_predicate(&self, sc: Scenario, t: &str, keep: u32) -> String {
         match sc {
-            Scenario::Uniform | Scenario::Imported => {
+            Scenario::Uniform | Scenario::Imported | Scenario::Archived => {
                 format!("t.at < '{t}'::timestamptz - interval '{keep} days'")
             }
             Scenario::Mixed => {
@@ -86,6 +86,39 @@ impl Bench {
                     r.get::<_, i32>(1),
                     thousands(r.get::<_, i64>(3)),
                     thousands(r.get::<_, i64>(2))
+                )
+            }
+            Method::Delete if sc == Scenario::Archived => {
+                // The DBA's archive: the expired rows moved with their
+                // deadline, then the archive's rows past deadline + keep
+                // deleted, in one transaction.
+                let ak = ARCHIVE_KEEP_DAYS;
+                let mut tx = db.client.transaction().unwrap();
+                let n = tx
+                    .execute(
+                        &format!(
+                            "WITH moved AS (DELETE FROM app.events t WHERE {} RETURNING t.*)
+                             INSERT INTO app.events_archive
+                             SELECT moved.*, '{t}'::timestamptz, moved.at + interval '{keep} days' FROM moved",
+                            self.plain_predicate(sc, t, keep)
+                        ),
+                        &[],
+                    )
+                    .unwrap_or_else(|e| panic!("archive row copy: {e:?}"));
+                let gone = tx
+                    .execute(
+                        &format!(
+                            "DELETE FROM app.events_archive
+                              WHERE retention_deadline + interval '{ak} days' < '{t}'::timestamptz"
+                        ),
+                        &[],
+                    )
+                    .unwrap_or_else(|e| panic!("archive expiry: {e:?}"));
+                tx.commit().unwrap();
+                format!(
+                    "1 transaction: {} rows copied to the archive and deleted, {} archived rows past {ak} days deleted",
+                    thousands(n as i64),
+                    thousands(gone as i64)
                 )
             }
             Method::Delete => {
@@ -163,6 +196,25 @@ impl Bench {
         }
     }
 
+    /// Each relation of the table (itself and its partitions, at every
+    /// level) with its heap block reads so far and its heap blocks, after
+    /// flushing this session's statistics.
+    pub(crate) fn heap_reads(&self, client: &mut Client) -> Vec<(u32, i64, i64)> {
+        q(client, "SELECT pg_stat_force_next_flush()");
+        client
+            .query(
+                "SELECT s.relid::oid, (coalesce(s.heap_blks_read, 0) + coalesce(s.heap_blks_hit, 0))::bigint,
+                        (pg_relation_size(s.relid) / current_setting('block_size')::int)::bigint
+                   FROM pg_statio_user_tables s
+                  WHERE s.relid IN (SELECT relid FROM pg_partition_tree('app.events'))",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
     pub(crate) fn size_and_dead(&self, client: &mut Client) -> (i64, i64) {
         q(client, "SELECT pg_stat_force_next_flush()");
         // A new statement: the flush above happened when the backend went idle.
@@ -209,6 +261,7 @@ impl Bench {
         // The run, with a checkpoint just before it (as if the last one had
         // just happened: every page touched first costs a full-page image).
         q(&mut db.client, "CHECKPOINT");
+        let heap_before = self.heap_reads(&mut db.client);
         let lsn = wal_lsn(&mut db.client);
         let load = Load::start(&db.conninfo, self.cfg.rate);
         let t_start = Instant::now();
@@ -217,6 +270,19 @@ impl Bench {
         let during = load.finish();
         let wal_total = wal_since(&mut db.client, &lsn);
         let wal = (wal_total as f64 - load_wal_per_insert * during.n as f64).max(0.0) as i64;
+        let heap_after = self.heap_reads(&mut db.client);
+        let heap_total: i64 = heap_before.iter().map(|h| h.2).sum();
+        let heap_reads = heap_after
+            .iter()
+            .map(|&(rel, n, _)| n - heap_before.iter().find(|h| h.0 == rel).map_or(0, |h| h.1))
+            .chain(
+                heap_before
+                    .iter()
+                    .filter(|h| !heap_after.iter().any(|a| a.0 == h.0))
+                    .map(|h| h.2),
+            )
+            .sum::<i64>()
+            - during.n as i64;
 
         let (size_after, dead) = self.size_and_dead(&mut db.client);
         let r = db.client.query_one(&count_sql, &[]).unwrap();
@@ -270,11 +336,13 @@ impl Bench {
             idle,
             during,
             note,
+            heap_reads: heap_reads.max(0),
+            heap_total,
         };
         self.log(&format!(
             "{} {} {} ({}): {:.3} s, WAL {}, removed {}, left {}, expired left {}, wrongly removed {}, \
              size {} → {}, dead {}, VACUUM {:.3} s / {} WAL, insert p50/p99/max idle {:.2}/{:.2}/{:.2} ms \
-             (n={}), during {:.2}/{:.2}/{:.2} ms (n={}, errors {}{}); {}",
+             (n={}), during {:.2}/{:.2}/{:.2} ms (n={}, errors {}{}), heap block reads {} of {} blocks; {}",
             human_rows(rows),
             sc.name(),
             step.label(&self.cfg),
@@ -304,6 +372,8 @@ impl Bench {
                 .as_ref()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default(),
+            thousands(m.heap_reads),
+            thousands(m.heap_total),
             m.note
         ));
         if m.method.exact() {
@@ -369,6 +439,9 @@ impl Bench {
                 if sc != Scenario::Uniform && m.drops_only() {
                     continue; // no per-tenant retention, no holds, no default partition
                 }
+                if sc == Scenario::Archived && m == Method::Batched {
+                    continue; // the archive's alternative is one row copy (b)
+                }
                 let name = format!("{}_{}_{}", m.letter(), sc.name(), rows);
                 let mut db = match (m, &imported) {
                     (Method::Partman, _) => self.make_partman_db(rows),
@@ -379,6 +452,9 @@ impl Bench {
                 };
                 if sc == Scenario::Mixed {
                     self.configure_mixed(&mut db);
+                }
+                if sc == Scenario::Archived {
+                    self.configure_archived(&mut db);
                 }
                 if m == Method::Pgretain {
                     self.time_ops(&db, rows, sc, "backlog, before catch-up");
@@ -394,6 +470,20 @@ impl Bench {
                 self.measure(&mut db, rows, sc, Step::CatchUp, &t0, keep);
                 if m == Method::Pgretain {
                     self.time_ops(&db, rows, sc, "after catch-up");
+                }
+                if sc == Scenario::Archived {
+                    let archive = if m == Method::Pgretain {
+                        "archive.events"
+                    } else {
+                        "app.events_archive"
+                    };
+                    let n: i64 = db
+                        .client
+                        .query_one(&format!("SELECT count(*) FROM {archive}"), &[])
+                        .unwrap()
+                        .get(0);
+                    self.log(&format!("{rows} rows, archived: {n} row(s) in {archive}"));
+                    self.archived_left.push((rows, m, n));
                 }
                 if m == Method::Pgretain && sc == Scenario::Imported {
                     // SPEC §3: after a run, no row within its retention sits
@@ -418,6 +508,14 @@ impl Bench {
                     ));
                     self.imported_live.push((rows, live));
                 }
+                if sc == Scenario::Mixed {
+                    // The steady state with those tenant settings: one more
+                    // day, the run one day later. SPEC §3: the run reads
+                    // what it removes, not the table.
+                    self.generate(&mut db.client, &t0, &t1, per_day, rows);
+                    q(&mut db.client, "VACUUM (PARALLEL 0) app.events");
+                    self.measure(&mut db, rows, sc, Step::Steady, &t1, keep);
+                }
                 if sc == Scenario::Uniform && !m.drops_only() {
                     self.generate(&mut db.client, &t0, &t1, per_day, rows);
                     q(&mut db.client, "VACUUM (PARALLEL 0) app.events");
@@ -432,6 +530,9 @@ impl Bench {
                     }
                     let nk = self.cfg.new_keep_days;
                     self.measure(&mut db, rows, sc, Step::Change, &t2, nk);
+                    if matches!(m, Method::Pgretain | Method::Delete) {
+                        self.measure_erase(&mut db, rows);
+                    }
                 }
                 self.drop_db(db);
 

@@ -14,6 +14,9 @@ use crate::config::{Config, Method};
 use crate::db::{copy_dir, q, Db};
 use crate::measure::Measurement;
 
+/// The archived scenario's archive keep, in days.
+pub(crate) const ARCHIVE_KEEP_DAYS: u32 = 30;
+
 pub(crate) struct Bench {
     pub(crate) cfg: Config,
     pub(crate) cluster: Cluster,
@@ -34,6 +37,11 @@ pub(crate) struct Bench {
     /// Imported history: live rows left in the default partition after the
     /// catch-up, per size (SPEC §3: none).
     pub(crate) imported_live: Vec<(u64, i64)>,
+    /// Archived scenario: rows in the archive after the catch-up, per size
+    /// and method (every method must leave the same).
+    pub(crate) archived_left: Vec<(u64, Method, i64)>,
+    /// Erasure latency per size and method (`erase`).
+    pub(crate) erase: Vec<crate::erase::EraseTiming>,
     pub(crate) versions: Vec<(String, String)>,
 }
 
@@ -325,6 +333,28 @@ datasets:
             method,
             policy,
             generated,
+        }
+    }
+
+    /// Archived scenario: pgretain's policy with `on_expiry: archive`; the
+    /// plain table gets an archive table of the same columns plus the two
+    /// pgretain adds, and an index on the deadline.
+    pub(crate) fn configure_archived(&self, db: &mut Db) {
+        if db.method == Method::Pgretain {
+            let policy = self.policy_yaml(self.cfg.keep_days, false).replace(
+                "    partition: day\n",
+                &format!(
+                    "    partition: day\n    on_expiry: archive\n    archive: {{ schema: archive, keep: {ARCHIVE_KEEP_DAYS} days }}\n"
+                ),
+            );
+            self.deploy(db, &policy);
+        } else {
+            q(
+                &mut db.client,
+                "CREATE TABLE app.events_archive (LIKE app.events, archived_at timestamptz NOT NULL,
+                                                  retention_deadline timestamptz NOT NULL);
+                 CREATE INDEX ON app.events_archive (retention_deadline);",
+            );
         }
     }
 

@@ -41,8 +41,15 @@ use text::{comment, lit};
 /// (`run_drain()`), partitions read through the tenant index where only
 /// tenants with rules of their own can have expired rows (`run_special()`),
 /// and the few rows kept of a partition copied out before it is dropped
-/// (`run_copy_kept()`).
-pub const RUNTIME_VERSION: u32 = 4;
+/// (`run_copy_kept()`). Version 5: neighbouring partitions whose few kept
+/// rows are copied out are copied together, in one transaction, into one
+/// partition spanning their range (`run_copy_kept()` over several
+/// partitions; `run_partition()` and `few_kept()` return the kept count);
+/// drops committed ten at a time; archive expiry that skips months nothing
+/// in can be past, drops months everything in is past, and deletes the rest
+/// in batches (`run_archive_expiry()`), with archive months made back to
+/// `T - archive keep` (`premake_archive()`).
+pub const RUNTIME_VERSION: u32 = 5;
 
 /// The shared machinery of the `retention` schema.
 pub const RUNTIME_SQL: &str = include_str!("runtime.sql");

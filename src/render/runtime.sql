@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------
--- pgretain runtime, version 4: the `retention` schema's machinery.
+-- pgretain runtime, version 5: the `retention` schema's machinery.
 --
 -- Everything pgretain needs in the database lives in schema `retention`:
 --   retention.dataset          one row per policy dataset (written by migrations only)
@@ -626,9 +626,11 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, YMD'
 AS $$
+    -- (The clock's type once, not once per partition: MATERIALIZED.)
+    WITH k AS MATERIALIZED (SELECT retention.clock_type(p_dataset) AS ty)
     SELECT c.oid::regclass, v.lower_bound, v.upper_bound
       FROM retention.dataset d
-      CROSS JOIN LATERAL (SELECT retention.clock_type(d.name) AS ty) k
+      CROSS JOIN k
       JOIN pg_inherits i ON i.inhparent = p_parent
       JOIN pg_class c ON c.oid = i.inhrelid
       LEFT JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
@@ -1251,8 +1253,14 @@ END
 $$;
 
 -- premake_archive(dataset, at): the archive table is partitioned by month of
--- the archived rows' deadline; makes this month's and next month's.
--- Older deadlines (a backlog archived late) go to its default partition.
+-- the archived rows' deadline; makes one partition per month from the
+-- month of `at - archive keep` (an older deadline is past the keep: such a
+-- row is removed in the run that archives it) to next month, at most 120.
+-- (Version 4 made only this month's and next month's, so a backlog
+-- archived late went to the default partition, read whole by every run's
+-- expiry; a month whose rows already sit in the default partition is left
+-- there.) A month all of whose rows are past their deadline plus the keep
+-- is dropped by run_archive_expiry.
 CREATE OR REPLACE FUNCTION retention.premake_archive(p_dataset text, p_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -1267,12 +1275,16 @@ DECLARE
     v_upper  timestamptz;
     v_schema text;
     v_name   text;
+    v_back   integer;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     SELECT n.nspname, c.relname INTO v_schema, v_name
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = d.archive_relation::regclass;
-    FOR i IN 0 .. 1 LOOP
+    v_back := least(120, (SELECT (extract(year FROM a) * 12 + extract(month FROM a))::integer
+                            FROM age(date_trunc('month', p_at, 'UTC'),
+                                     date_trunc('month', ((p_at AT TIME ZONE 'UTC'::text) - d.archive_keep) AT TIME ZONE 'UTC'::text, 'UTC')) AS a));
+    FOR i IN -greatest(v_back, 0) .. 1 LOOP
         v_lower := ((date_trunc('month', p_at, 'UTC') AT TIME ZONE 'UTC'::text) + (i || ' month')::interval) AT TIME ZONE 'UTC'::text;
         v_upper := ((v_lower AT TIME ZONE 'UTC'::text) + interval '1 month') AT TIME ZONE 'UTC'::text;
         IF NOT EXISTS (
@@ -1761,10 +1773,11 @@ $$;
 --            held: it was dropped (its rows archived first, with an archive);
 --   rows     some rows may be expired: the run removes them in batches
 --            (run_batch);
---   copy     every row is expired but a few held ones: the run copies
---            those to a new partition of the period and drops this one
---            (run_copy_kept; the run does the same with a default partition
---            it keeps few rows of: few_kept);
+--   copy     every row is expired but a few held ones (`kept` of them):
+--            the run copies those to a new partition and drops this one
+--            (run_copy_kept, with neighbouring partitions like it; the run
+--            does the same with a default partition it keeps few rows of:
+--            few_kept);
 --   skipped  it could not be done now (`note` says why); the next run
 --            retries.
 -- `note` on a drop or `rows` says something the log should show (a
@@ -1781,13 +1794,17 @@ $$;
 -- rather than queue inserts once per partition) and on the partition,
 -- each waiting at most lock_timeout. A foreign key referencing the
 -- partition, which would block the drop, is found first and named.
-CREATE OR REPLACE FUNCTION retention.run_partition(p_dataset text, p_t timestamptz, p_lock_timeout text,
-                                                   p_partition regclass, p_lower timestamptz, p_upper timestamptz,
-                                                   p_keeps interval[], p_pred text, p_held text,
-                                                   p_default regclass, p_busy boolean, p_archive_ok boolean,
-                                                   OUT action text, OUT in_dropped bigint, OUT archived bigint,
-                                                   OUT busy boolean, OUT note text, OUT problem boolean,
-                                                   OUT cancelled boolean)
+-- (Version 5 added `kept`: the function is dropped and made again, since
+-- CREATE OR REPLACE cannot change what a function returns.)
+DROP FUNCTION IF EXISTS retention.run_partition(text, timestamptz, text, regclass, timestamptz, timestamptz,
+                                                interval[], text, text, regclass, boolean, boolean);
+CREATE FUNCTION retention.run_partition(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                        p_partition regclass, p_lower timestamptz, p_upper timestamptz,
+                                        p_keeps interval[], p_pred text, p_held text,
+                                        p_default regclass, p_busy boolean, p_archive_ok boolean,
+                                        OUT action text, OUT in_dropped bigint, OUT archived bigint,
+                                        OUT busy boolean, OUT note text, OUT problem boolean,
+                                        OUT cancelled boolean, OUT kept bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
@@ -1842,6 +1859,7 @@ BEGIN
                     SELECT CASE WHEN d.archive_relation IS NULL AND v_n <= 10000 AND v_n * 5 <= c.reltuples
                                 THEN 'copy' ELSE 'rows' END
                       INTO action FROM pg_class c WHERE c.oid = p_partition;
+                    kept := v_n;
                     RETURN;
                 END IF;
             END IF;
@@ -2165,12 +2183,15 @@ AS $$
          WHERE (p_upper AT TIME ZONE 'UTC'::text) + k + retention.calendar_slack(k) >= (p_t AT TIME ZONE 'UTC'::text))
 $$;
 
--- few_kept(partition, where, pred, T): whether the run at T keeps few of
--- the partition's rows: at most 10,000 and a fifth of them, with at least
--- 100 to remove. Counts the kept rows among those `where` finds (through
--- an index: run_kept_where), not the partition.
-CREATE OR REPLACE FUNCTION retention.few_kept(p_partition regclass, p_where text, p_pred text, p_t timestamptz)
-RETURNS boolean
+-- few_kept(partition, where, pred, T): how many of the partition's rows
+-- the run at T keeps, when that is few: at most 10,000 and a fifth of
+-- them, with at least 100 to remove; NULL when it is not. Counts the kept
+-- rows among those `where` finds (through an index: run_kept_where), not
+-- the partition. (Version 5 made it return the count, so the function is
+-- dropped and made again.)
+DROP FUNCTION IF EXISTS retention.few_kept(regclass, text, text, timestamptz);
+CREATE FUNCTION retention.few_kept(p_partition regclass, p_where text, p_pred text, p_t timestamptz)
+RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
@@ -2182,29 +2203,40 @@ DECLARE
 BEGIN
     EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s t WHERE %s AND NOT coalesce(%s, false) LIMIT 10001) x',
                    p_partition, p_where, p_pred) INTO v_n USING p_t;
-    RETURN (SELECT v_n <= 10000 AND v_n * 5 <= c.reltuples AND c.reltuples - v_n >= 100
+    RETURN (SELECT CASE WHEN v_n <= 10000 AND v_n * 5 <= c.reltuples AND c.reltuples - v_n >= 100 THEN v_n END
               FROM pg_class c WHERE c.oid = p_partition);
 EXCEPTION WHEN OTHERS THEN
-    RETURN false;
+    RETURN NULL;
 END
 $$;
 
--- run_copy_kept(dataset, T, lock_timeout, partition, lower, upper, pred,
--- default): for a partition whose rows are all expired but a few held
--- ones, or a default partition whose rows the run keeps few of
--- (run_partition's `copy`; few_kept): in one transaction, the rows the
--- run keeps (NOT pred), found among those `where` finds (run_kept_where:
--- through indexes, so the locks below last as long as a copy of the kept
--- rows, not a read of the partition), are copied into a new table of the
--- table's shape, with
--- its indexes, which then takes the partition's place (DETACH, ATTACH,
--- DROP, and the new one renamed to the old name). Returns the rows copied and about how many
--- expired rows went with the old partition.
--- Locks: ACCESS EXCLUSIVE on the table, its default partition and the
+-- run_copy_kept(dataset, T, lock_timeout, partitions, lower, upper, pred,
+-- where, default): for partitions whose rows are all expired but a few
+-- (held ones, or a longer retention's: run_partition's `copy`, few_kept),
+-- or a default partition whose rows the run keeps few of: in one
+-- transaction, the rows the run keeps (NOT pred), found among those
+-- `where` finds (run_kept_where: through indexes, so the locks below last
+-- as long as a copy of the kept rows, not a read of the partitions), are
+-- copied into a new table of the table's shape, with its indexes, which
+-- then takes the partitions' place: they are dropped, and it is attached
+-- for [lower, upper) (DEFAULT when upper is NULL). One partition: the new
+-- one takes its name. Several (neighbours, oldest first, one range
+-- without a gap, under one parent: enforce groups them, at most 24 and
+-- 10,000 kept rows): one coarser partition named for its range,
+-- <table>_p<lower>_<upper>, holds their kept rows, so a hold that keeps a
+-- few rows of many old periods costs one partition, not one per period.
+-- Returns the rows copied and about how many expired rows went with the
+-- old partitions.
+-- Locks: ACCESS EXCLUSIVE on the table, its default partition and each
 -- partition (each waited for at most lock_timeout), like a drop, held
--- while the few kept rows are copied (at most 10,000: run_partition).
+-- while the kept rows are copied (at most 10,000), the old partitions
+-- dropped and the new one attached.
+-- (Version 5 made it take several partitions: the one-partition function
+-- of version 4 is dropped.)
+DROP FUNCTION IF EXISTS retention.run_copy_kept(text, timestamptz, text, regclass, timestamptz, timestamptz,
+                                                text, text, regclass);
 CREATE OR REPLACE FUNCTION retention.run_copy_kept(p_dataset text, p_t timestamptz, p_lock_timeout text,
-                                                   p_partition regclass, p_lower timestamptz, p_upper timestamptz,
+                                                   p_partitions regclass[], p_lower timestamptz, p_upper timestamptz,
                                                    p_pred text, p_where text, p_default regclass,
                                                    OUT copied bigint, OUT in_dropped bigint, OUT note text,
                                                    OUT cancelled boolean)
@@ -2220,17 +2252,31 @@ DECLARE
     v_schema text;
     v_name   text;
     v_new    text;
+    v_what   text;
+    v_n      bigint;
     v_state  text;
     v_msg    text;
 BEGIN
     copied := 0;
     in_dropped := 0;
     cancelled := false;
+    v_what := p_partitions[1]::text || CASE WHEN cardinality(p_partitions) > 1
+                                            THEN format(' and %s partition(s) after it', cardinality(p_partitions) - 1)
+                                            ELSE '' END;
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     SELECT i.inhparent::regclass, n.nspname, c.relname INTO STRICT v_parent, v_schema, v_name
       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE i.inhrelid = p_partition;
+     WHERE i.inhrelid = p_partitions[1];
+    IF EXISTS (SELECT 1 FROM unnest(p_partitions) AS m(part)
+                WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = m.part AND i.inhparent = v_parent)) THEN
+        RAISE EXCEPTION 'the partitions are not all of %', v_parent;
+    END IF;
+    IF cardinality(p_partitions) > 1 THEN
+        SELECT left(c.relname, 44) || '_p' || to_char(p_lower AT TIME ZONE d.time_zone, 'YYYYMMDD')
+                                  || '_' || to_char(p_upper AT TIME ZONE d.time_zone, 'YYYYMMDD')
+          INTO v_name FROM pg_class c WHERE c.oid = v_parent;
+    END IF;
     -- The new table first (nobody sees it yet: no lock on the table but
     -- the ACCESS SHARE that LIKE takes), with the table's indexes and its
     -- replica identity (FULL or NOTHING; a key is its own index).
@@ -2240,7 +2286,7 @@ BEGIN
     PERFORM retention.copy_replica_identity(d.relation::regclass, v_new::regclass);
     -- Then, under the locks a drop takes, the kept rows and the swap. The
     -- new partition has at most 10,000 rows: PostgreSQL checks them against
-    -- the period's bounds as it attaches it.
+    -- the bounds as it attaches it.
     EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.relation);
     IF p_default IS NOT NULL THEN
         EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_default);
@@ -2248,15 +2294,20 @@ BEGIN
     IF v_parent <> d.relation::regclass THEN
         EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_parent);
     END IF;
-    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_partition);
-    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM ONLY %s t WHERE %s AND NOT coalesce(%s, false)',
-                   v_new, retention.insertable_columns(v_new::regclass), retention.insertable_columns(v_new::regclass, 't.'),
-                   p_partition, coalesce(p_where, 'true'), p_pred)
-        USING p_t;
-    GET DIAGNOSTICS copied = ROW_COUNT;
-    SELECT greatest(c.reltuples, 0)::bigint INTO in_dropped FROM pg_class c WHERE c.oid = p_partition;
-    in_dropped := greatest(in_dropped - copied, 0);
-    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', v_parent, p_partition);
+    FOR i IN 1 .. cardinality(p_partitions) LOOP
+        EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_partitions[i]);
+        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM ONLY %s t WHERE %s AND NOT coalesce(%s, false)',
+                       v_new, retention.insertable_columns(v_new::regclass), retention.insertable_columns(v_new::regclass, 't.'),
+                       p_partitions[i], coalesce(p_where, 'true'), p_pred)
+            USING p_t;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        copied := copied + v_n;
+        in_dropped := in_dropped + (SELECT greatest(c.reltuples::bigint - v_n, 0) FROM pg_class c WHERE c.oid = p_partitions[i]);
+    END LOOP;
+    -- Dropping a partition detaches it.
+    FOR i IN 1 .. cardinality(p_partitions) LOOP
+        EXECUTE format('DROP TABLE %s', p_partitions[i]);
+    END LOOP;
     IF p_upper IS NULL THEN
         EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s DEFAULT', v_parent, v_new);
     ELSE
@@ -2264,19 +2315,18 @@ BEGIN
                        CASE WHEN isfinite(p_lower) THEN retention.bound_literal(p_dataset, p_lower) ELSE 'MINVALUE' END,
                        retention.bound_literal(p_dataset, p_upper));
     END IF;
-    EXECUTE format('DROP TABLE %s', p_partition);
     EXECUTE format('ALTER TABLE %s RENAME TO %I', v_new, v_name);
 EXCEPTION
     WHEN query_canceled THEN
         copied := 0;
         in_dropped := 0;
         cancelled := true;
-        note := p_partition::text || ' (copy of held rows): cancelled (statement_timeout, or pg_cancel_backend)';
+        note := v_what || ' (copy of kept rows): cancelled (statement_timeout, or pg_cancel_backend)';
     WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
         copied := 0;
         in_dropped := 0;
-        note := retention.error_note(p_partition::text || ' (copy of held rows; its expired rows go row by row)', v_state, v_msg);
+        note := retention.error_note(v_what || ' (copy of kept rows; their expired rows go row by row)', v_state, v_msg);
 END
 $$;
 
@@ -2781,12 +2831,30 @@ EXCEPTION
 END
 $$;
 
--- run_archive_expiry(...): deletes from one archive partition the rows whose
--- deadline plus the archive's keep is before T, unless held; returns how
--- many, or why it could not.
+-- run_archive_expiry(dataset, T, lock_timeout, partition, held, from_page,
+-- pages): the archive's rows whose deadline plus the archive's keep is
+-- before T, unless held, removed from one archive partition (partitioned
+-- by month of the deadline: [lower, upper)), in three ways:
+--   * no row of it can be past that (lower + keep at or after T: every
+--     deadline is at or after lower): nothing is read; `next_page` NULL;
+--   * every row is (upper + keep, plus calendar slack, at or before T:
+--     every deadline is before upper) and no active hold keeps one: the
+--     partition is dropped (`dropped`; premake_archive makes only this
+--     month's and next month's, so it does not come back);
+--   * else the rows of pages [from_page, from_page + pages) are deleted, and
+--     `next_page` says where the next batch starts (NULL when done).
+-- Returns how many rows it deleted (about how many a drop removed, from
+-- the catalog, in `in_dropped`), or why it could not.
+-- Locks: a drop takes ACCESS EXCLUSIVE on the archive and the partition,
+-- each waited for at most lock_timeout; a batch, ROW EXCLUSIVE.
+-- (Version 5 added the drop and the batches: the one-statement function of
+-- version 4 is dropped.)
+DROP FUNCTION IF EXISTS retention.run_archive_expiry(text, timestamptz, text, regclass, text);
 CREATE OR REPLACE FUNCTION retention.run_archive_expiry(p_dataset text, p_t timestamptz, p_lock_timeout text,
                                                         p_partition regclass, p_held text,
-                                                        OUT removed bigint, OUT note text, OUT cancelled boolean)
+                                                        p_from_page bigint, p_pages integer,
+                                                        OUT removed bigint, OUT in_dropped bigint, OUT dropped boolean,
+                                                        OUT next_page bigint, OUT note text, OUT cancelled boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
@@ -2795,26 +2863,69 @@ SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     d       retention.dataset;
+    v_b     text[];
+    v_lower timestamptz;
+    v_upper timestamptz;
+    v_held  boolean := false;
     v_state text;
     v_msg   text;
 BEGIN
     removed := 0;
+    in_dropped := 0;
+    dropped := false;
     cancelled := false;
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
-    EXECUTE format('DELETE FROM %s t WHERE (t.retention_deadline AT TIME ZONE ''UTC''::text) + %L::interval < ($1 AT TIME ZONE ''UTC''::text)%s',
+    IF p_from_page = 0 THEN
+        -- The partition's bounds, as the catalog prints them (under TimeZone
+        -- UTC: the SET clause); none for the default partition.
+        SELECT regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)')
+          INTO v_b FROM pg_class c WHERE c.oid = p_partition;
+        v_lower := v_b[1]::timestamptz;
+        v_upper := v_b[2]::timestamptz;
+        IF v_lower IS NOT NULL AND (v_lower AT TIME ZONE 'UTC'::text) + d.archive_keep >= (p_t AT TIME ZONE 'UTC'::text) THEN
+            RETURN;   -- nothing in it can be past its deadline plus the keep
+        END IF;
+        IF v_upper IS NOT NULL
+           AND (v_upper AT TIME ZONE 'UTC'::text) + d.archive_keep + retention.calendar_slack(d.archive_keep)
+               <= (p_t AT TIME ZONE 'UTC'::text) THEN
+            IF p_held IS NOT NULL THEN
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %s t WHERE %s)', p_partition, p_held) INTO v_held;
+            END IF;
+            IF NOT v_held THEN
+                SELECT greatest(c.reltuples, 0)::bigint INTO in_dropped FROM pg_class c WHERE c.oid = p_partition;
+                EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.archive_relation);
+                EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_partition);
+                EXECUTE format('DROP TABLE %s', p_partition);
+                dropped := true;
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+    IF p_from_page > retention.pages_of(p_partition) THEN
+        RETURN;   -- done: next_page stays NULL
+    END IF;
+    EXECUTE format('DELETE FROM ONLY %s t WHERE t.ctid >= $2 AND t.ctid < $3
+                      AND (t.retention_deadline AT TIME ZONE ''UTC''::text) + %L::interval < ($1 AT TIME ZONE ''UTC''::text)%s',
                    p_partition, d.archive_keep,
                    CASE WHEN p_held IS NULL THEN '' ELSE format(' AND NOT coalesce(%s, false)', p_held) END)
-        USING p_t;
+        USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + p_pages)::tid;
     GET DIAGNOSTICS removed = ROW_COUNT;
+    next_page := p_from_page + p_pages;
 EXCEPTION
     WHEN query_canceled THEN
         removed := 0;
+        in_dropped := 0;
+        dropped := false;
+        next_page := NULL;
         cancelled := true;
         note := p_partition::text || ' (archive expiry): cancelled (statement_timeout, or pg_cancel_backend)';
     WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
         removed := 0;
+        in_dropped := 0;
+        dropped := false;
+        next_page := NULL;
         note := retention.error_note(p_partition::text || ' (archive expiry)', v_state, v_msg);
 END
 $$;
@@ -2971,11 +3082,14 @@ $$;
 --   3. run_context: the predicate, holds and retentions for T, the
 --      partitions, the archive's shape;
 --   4. run_partition for each partition, oldest first: a drop when every
---      row is expired, else run_batch, batch_pages pages at a time, when
+--      row is expired (committed ten at a time), the few kept rows copied
+--      out when only a few are kept (run_copy_kept, neighbours together
+--      into one partition), else run_batch, batch_pages pages at a time, when
 --      some may be; an adopted table's old storage is drained instead
 --      (run_drain: its live rows moved to period partitions, then it is
 --      dropped), and removed from row by row only if that cannot be done;
---   5. run_archive_expiry for each archive partition;
+--   5. run_archive_expiry for each archive partition: dropped when all its
+--      rows are past their deadline plus the archive's keep, else batches;
 --   6. run_forget: remembered retentions no stored row can carry any more
 --      are forgotten (changes_apply_to: new_rows);
 --   7. run_finish: the outcome, and the lock released.
@@ -3039,6 +3153,21 @@ DECLARE
     v_phases    text[];
     v_phase     text;
     v_restarts  integer;
+    v_order     integer[];   -- the partitions (indexes into v_ctx.parts) in the order taken
+    v_k         integer;
+    i           integer;
+    v_single    integer[] := '{}';   -- taken again on their own: a group copy failed
+    v_few       bigint;      -- rows kept of a partition to copy out (NULL: not one)
+    v_special_copy boolean;  -- ... one whose ordinary rows are all expired
+    v_parent    oid;
+    v_group     integer[] := '{}';   -- neighbouring partitions to copy out together
+    v_group_parent oid;
+    v_group_kept   bigint := 0;
+    v_group_special boolean := false;
+    v_merged    integer := 0;
+    v_uncommitted integer := 0;   -- drops not yet committed
+    v_arch_dropped integer := 0;
+    v_arch_in_drop bigint := 0;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);
     -- Each step below is one statement in a block that catches a cancel
@@ -3110,9 +3239,53 @@ BEGIN
             END IF;
         END IF;
 
-        -- 4. Each partition, oldest first.
-        FOR i IN 1 .. coalesce(pg_catalog.cardinality(v_ctx.parts), 0) LOOP
+        -- 4. Each partition, oldest first. A partition whose few kept rows
+        -- are to be copied out (run_partition's `copy`, or few_kept) waits
+        -- in a group with its neighbours like it (one range, one parent, at
+        -- most 24 partitions and 10,000 kept rows): the group is copied out
+        -- in one transaction (run_copy_kept), into one partition for its
+        -- range. If that fails, each of them is taken again on its own
+        -- (v_single), as any other partition.
+        v_order := ARRAY(SELECT pg_catalog.generate_series(1, coalesce(pg_catalog.cardinality(v_ctx.parts), 0)));
+        v_k := 0;
+        LOOP
             EXIT WHEN v_cancelled;
+            IF pg_catalog.cardinality(v_group) > 0
+               AND (v_k >= pg_catalog.cardinality(v_order) OR pg_catalog.cardinality(v_group) >= 24
+                    OR v_ctx.lowers[v_order[v_k + 1]] IS DISTINCT FROM v_ctx.uppers[v_group[pg_catalog.cardinality(v_group)]]) THEN
+                BEGIN
+                    SELECT * INTO v_kept
+                      FROM retention.run_copy_kept(p_dataset, v_t, v_run.lock_timeout,
+                                                   ARRAY(SELECT v_ctx.parts[g] FROM pg_catalog.unnest(v_group) AS g),
+                                                   v_ctx.lowers[v_group[1]], v_ctx.uppers[v_group[pg_catalog.cardinality(v_group)]],
+                                                   v_ctx.pred, CASE WHEN v_group_special THEN v_kept_special ELSE v_kept_range END,
+                                                   v_ctx.default_part);
+                    v_cancelled := v_kept.cancelled;
+                    IF v_kept.note IS NULL AND NOT v_kept.cancelled THEN
+                        v_copied_parts := v_copied_parts + pg_catalog.cardinality(v_group);
+                        v_copied_rows := v_copied_rows + v_kept.copied;
+                        v_in_drop := v_in_drop + v_kept.in_dropped;
+                        IF pg_catalog.cardinality(v_group) > 1 THEN
+                            v_merged := v_merged + 1;
+                        END IF;
+                    ELSIF v_kept.note IS NOT NULL THEN
+                        v_info := v_info || v_kept.note;
+                        v_order := v_order || v_group;
+                        v_single := v_single || v_group;
+                    END IF;
+                EXCEPTION WHEN query_canceled THEN
+                    v_cancelled := true;
+                END;
+                COMMIT;
+                v_uncommitted := 0;
+                v_group := '{}';
+                v_group_kept := 0;
+                v_group_special := false;
+                CONTINUE;
+            END IF;
+            EXIT WHEN v_k >= pg_catalog.cardinality(v_order);
+            v_k := v_k + 1;
+            i := v_order[v_k];
             BEGIN
                 SELECT * INTO v_step
                   FROM retention.run_partition(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
@@ -3137,38 +3310,69 @@ BEGIN
             EXCEPTION WHEN query_canceled THEN
                 v_cancelled := true;
             END;
+            -- Drops are committed ten at a time: one commit (a WAL flush, a
+            -- new partition list for every session) for ten partitions,
+            -- while the table stays locked for ten drops' time (about 1 ms
+            -- each), not for anything else: whatever else the run does
+            -- commits them first.
+            IF v_step.action = 'dropped' AND v_uncommitted < 9 AND NOT v_cancelled THEN
+                v_uncommitted := v_uncommitted + 1;
+                CONTINUE;
+            END IF;
             COMMIT;
+            v_uncommitted := 0;
             -- An adopted table's old storage ([MINVALUE, F)) is drained
             -- (run_drain, one step per transaction): its live rows move to
             -- period partitions and it is dropped with its expired ones.
             -- With an archive, its expired rows are archived row by row
             -- first. If it cannot be drained now, its expired rows are
             -- removed row by row, as from any partition.
-            v_phases := CASE WHEN v_cancelled OR v_step.action NOT IN ('rows', 'copy') THEN '{}'::text[]
-                             WHEN v_step.action = 'copy' THEN '{copy,rows}'::text[]
-                             WHEN v_ctx.lowers[i] IS NULL AND v_kept_default IS NOT NULL AND NOT v_ctx.archives
-                                  AND retention.few_kept(v_ctx.parts[i], v_kept_default, v_ctx.pred, v_t)
-                                 THEN '{copy,rows}'::text[]
-                             -- Every ordinary row expired: what is kept is a few
-                             -- tenants' longer retention (and held rows).
-                             WHEN v_kept_special IS NOT NULL AND NOT v_ctx.archives
-                                  AND retention.run_ordinary_gone(p_dataset, v_t, v_ctx.uppers[i])
-                                  AND retention.few_kept(v_ctx.parts[i], v_kept_special, v_ctx.pred, v_t)
-                                 THEN '{copy,rows}'::text[]
-                             WHEN v_ctx.lowers[i] IS DISTINCT FROM '-infinity'::timestamptz THEN '{rows}'::text[]
-                             WHEN v_ctx.archives THEN '{rows,drain}'::text[]
-                             ELSE '{drain,rows}'::text[] END;
+            v_few := NULL;
+            v_special_copy := false;
+            v_phases := NULL;
+            IF v_cancelled OR v_step.action NOT IN ('rows', 'copy') THEN
+                v_phases := '{}';
+            ELSIF v_step.action = 'copy' THEN
+                v_few := v_step.kept;
+            ELSIF v_ctx.lowers[i] IS NULL AND v_kept_default IS NOT NULL AND NOT v_ctx.archives THEN
+                v_few := retention.few_kept(v_ctx.parts[i], v_kept_default, v_ctx.pred, v_t);
+            -- Every ordinary row expired: what is kept is a few tenants'
+            -- longer retention (and held rows).
+            ELSIF v_kept_special IS NOT NULL AND NOT v_ctx.archives
+                  AND retention.run_ordinary_gone(p_dataset, v_t, v_ctx.uppers[i]) THEN
+                v_few := retention.few_kept(v_ctx.parts[i], v_kept_special, v_ctx.pred, v_t);
+                v_special_copy := v_few IS NOT NULL;
+            END IF;
+            v_phases := coalesce(v_phases,
+                                 CASE WHEN v_few IS NOT NULL THEN '{copy,rows}'::text[]
+                                      WHEN v_ctx.lowers[i] IS DISTINCT FROM '-infinity'::timestamptz THEN '{rows}'::text[]
+                                      WHEN v_ctx.archives THEN '{rows,drain}'::text[]
+                                      ELSE '{drain,rows}'::text[] END);
+            -- A period partition to copy out waits for its neighbours (above).
+            IF v_few IS NOT NULL AND pg_catalog.isfinite(v_ctx.lowers[i]) AND v_ctx.uppers[i] IS NOT NULL
+               AND NOT i = ANY (v_single) THEN
+                v_parent := (SELECT h.inhparent FROM pg_catalog.pg_inherits h WHERE h.inhrelid = v_ctx.parts[i]);
+                IF pg_catalog.cardinality(v_group) = 0
+                   OR (v_parent = v_group_parent AND v_group_kept + v_few <= 10000) THEN
+                    v_group := v_group || i;
+                    v_group_parent := v_parent;
+                    v_group_kept := v_group_kept + v_few;
+                    v_group_special := v_group_special OR v_special_copy;
+                    CONTINUE;
+                END IF;
+                -- It does not fit: copied on its own, now.
+            END IF;
             v_drained := false;
             FOREACH v_phase IN ARRAY v_phases LOOP
                 EXIT WHEN v_cancelled OR v_drained;
                 IF v_phase = 'copy' THEN
                     BEGIN
                         SELECT * INTO v_kept
-                          FROM retention.run_copy_kept(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
+                          FROM retention.run_copy_kept(p_dataset, v_t, v_run.lock_timeout, ARRAY[v_ctx.parts[i]], v_ctx.lowers[i],
                                                        v_ctx.uppers[i], v_ctx.pred,
                                                        CASE WHEN v_ctx.lowers[i] IS NULL THEN v_kept_default
-                                                            WHEN v_step.action = 'copy' THEN v_kept_range
-                                                            ELSE v_kept_special END,
+                                                            WHEN v_special_copy THEN v_kept_special
+                                                            ELSE v_kept_range END,
                                                        v_ctx.default_part);
                         v_cancelled := v_kept.cancelled;
                         IF v_kept.note IS NULL AND NOT v_kept.cancelled THEN
@@ -3271,28 +3475,49 @@ BEGIN
                 END IF;
             END LOOP;
         END LOOP;
+        COMMIT;   -- the last drops
 
-        -- 5. The archive: rows whose deadline plus archive_keep has passed.
+        -- 5. The archive: rows whose deadline plus archive_keep has passed;
+        -- a partition all of whose rows have is dropped, else its rows go
+        -- batch_pages pages a transaction (run_archive_expiry).
         FOR i IN 1 .. coalesce(pg_catalog.cardinality(v_ctx.archive_parts), 0) LOOP
-            EXIT WHEN v_cancelled;
-            BEGIN
-                SELECT * INTO v_exp
-                  FROM retention.run_archive_expiry(p_dataset, v_t, v_run.lock_timeout, v_ctx.archive_parts[i], v_ctx.held);
-                v_cancelled := v_exp.cancelled;
-                v_arch_del := v_arch_del + v_exp.removed;
-                IF v_exp.note IS NOT NULL THEN
-                    v_skipped := v_skipped || v_ctx.archive_part_names[i];
-                    v_notes := v_notes || v_exp.note;
-                END IF;
-            EXCEPTION WHEN query_canceled THEN
-                v_cancelled := true;
-            END;
-            COMMIT;
+            v_page := 0;
+            WHILE v_page IS NOT NULL AND NOT v_cancelled LOOP
+                BEGIN
+                    SELECT * INTO v_exp
+                      FROM retention.run_archive_expiry(p_dataset, v_t, v_run.lock_timeout, v_ctx.archive_parts[i],
+                                                        v_ctx.held, v_page, v_run.batch_pages);
+                    v_cancelled := v_exp.cancelled;
+                    v_arch_del := v_arch_del + v_exp.removed;
+                    v_page := v_exp.next_page;
+                    IF v_exp.dropped THEN
+                        v_arch_dropped := v_arch_dropped + 1;
+                        v_arch_in_drop := v_arch_in_drop + v_exp.in_dropped;
+                        v_dropped := v_dropped || v_ctx.archive_part_names[i];
+                    END IF;
+                    IF v_exp.note IS NOT NULL THEN
+                        v_skipped := v_skipped || v_ctx.archive_part_names[i];
+                        v_notes := v_notes || v_exp.note;
+                    END IF;
+                EXCEPTION WHEN query_canceled THEN
+                    v_cancelled := true;
+                    v_page := NULL;
+                END;
+                COMMIT;
+            END LOOP;
         END LOOP;
+        IF v_arch_dropped > 0 THEN
+            v_info := v_info || pg_catalog.format(
+                '%s archive partition(s) dropped whole (about %s row(s)): every row''s deadline plus the archive''s keep had passed',
+                v_arch_dropped, v_arch_in_drop);
+        END IF;
         IF v_copied_parts > 0 THEN
             v_info := v_info || pg_catalog.format(
-                '%s partition(s) held only a few rows to keep (held, or in a default partition) besides expired ones: their %s row(s) were copied to a new partition of the same period, each under its old name, and the rest dropped with the old one',
-                v_copied_parts, v_copied_rows);
+                '%s partition(s) held only a few rows to keep (held, a longer retention''s, or in a default partition) besides expired ones: their %s row(s) were copied to a new partition of the same range, and the rest dropped with the old one%s',
+                v_copied_parts, v_copied_rows,
+                CASE WHEN v_merged > 0
+                     THEN pg_catalog.format('; neighbouring ones were copied together, into %s partition(s) each spanning their range', v_merged)
+                     ELSE '' END);
         END IF;
         IF v_by_index > 0 THEN
             v_info := v_info || pg_catalog.format(
