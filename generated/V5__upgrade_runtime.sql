@@ -1447,6 +1447,50 @@ AS $$
        AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp)
 $$;
 
+-- run_keep(dataset): SQL for the retention of a row `t` as the run sees it,
+-- written out: for `changes_apply_to: new_rows`, its stamp; else, for a
+-- tenant with a rule of its own (a policy override or a run-time setting),
+-- the full keep_for() lookup, and for every other row its environment's
+-- override or the dataset's keep, a CASE of literals (no function call per
+-- row). The same retention as keep_for() gives each row (the property test
+-- checks the predicate built on it against an independent oracle).
+CREATE OR REPLACE FUNCTION retention.run_keep(p_dataset text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d         retention.dataset;
+    v_tenant  text;
+    v_env     text;
+    v_keep    text;
+    v_special text[];
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF d.new_rows THEN
+        RETURN 't.retention_keep';
+    END IF;
+    v_tenant := retention.column_as_text('t', d.tenant_column);
+    v_env := retention.column_as_text('t', d.environment_column);
+    SELECT 'CASE' || string_agg(format(' WHEN %s = %L::text THEN %L::interval', v_env, o.environment, o.keep),
+                                '' ORDER BY o.environment)
+           || format(' ELSE %L::interval END', d.keep)
+      INTO v_keep
+      FROM retention.policy_override o
+     WHERE o.dataset = p_dataset AND o.tenant IS NULL;
+    v_keep := coalesce(v_keep, format('%L::interval', d.keep));   -- no environment override
+    SELECT array_agg(x.tenant ORDER BY x.tenant) INTO v_special
+      FROM (SELECT o.tenant FROM retention.policy_override o WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL
+            UNION SELECT s.tenant FROM retention.tenant_setting s WHERE s.dataset = p_dataset) x;
+    IF v_special IS NOT NULL THEN
+        v_keep := format('CASE WHEN %s = ANY (%L::text[]) THEN retention.keep_for(%L::text, %s, %s) ELSE %s END',
+                         v_tenant, v_special, d.name, v_tenant, v_env, v_keep);
+    END IF;
+    RETURN v_keep;
+END
+$$;
+
 -- run_predicate(dataset, T): the condition a run starting at T uses to
 -- remove rows, over a row `t` and `$1` = T. It selects exactly the rows of
 -- expired_predicate(), written out for speed with T and the policy as they
@@ -1454,9 +1498,10 @@ $$;
 --   * a cheap filter first: `time < cutoff`, where cutoff = the latest
 --     T - retention (+ calendar slack) over every retention a row can have;
 --     a row at or after it cannot be expired, so the rest is skipped;
---   * tenants with a rule of their own (a policy override or a run-time
---     setting) get the full keep_for() lookup; every other row's retention
---     is its environment's override or the dataset's keep, a CASE;
+--   * the row's retention written out (run_keep): tenants with a rule of
+--     their own (a policy override or a run-time setting) get the full
+--     keep_for() lookup; every other row's retention is its environment's
+--     override or the dataset's keep, a CASE;
 --   * the holds active at T, written out (run_held).
 CREATE OR REPLACE FUNCTION retention.run_predicate(p_dataset text, p_at timestamptz)
 RETURNS text
@@ -1468,36 +1513,13 @@ SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     d         retention.dataset;
-    v_tenant  text;
-    v_env     text;
-    v_keep    text;
-    v_special text[];
+    v_keep    text := retention.run_keep(p_dataset);
     v_cutoff  timestamptz;
     v_held    text := retention.run_held(p_dataset, p_at);
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
-    v_tenant := retention.column_as_text('t', d.tenant_column);
-    v_env := retention.column_as_text('t', d.environment_column);
     SELECT max(((p_at AT TIME ZONE 'UTC'::text) - k + retention.calendar_slack(k)) AT TIME ZONE 'UTC'::text)
       INTO v_cutoff FROM retention.possible_keeps(p_dataset) AS k;
-    IF d.new_rows THEN
-        v_keep := 't.retention_keep';
-    ELSE
-        SELECT 'CASE' || string_agg(format(' WHEN %s = %L::text THEN %L::interval', v_env, o.environment, o.keep),
-                                    '' ORDER BY o.environment)
-               || format(' ELSE %L::interval END', d.keep)
-          INTO v_keep
-          FROM retention.policy_override o
-         WHERE o.dataset = p_dataset AND o.tenant IS NULL;
-        v_keep := coalesce(v_keep, format('%L::interval', d.keep));   -- no environment override
-        SELECT array_agg(x.tenant ORDER BY x.tenant) INTO v_special
-          FROM (SELECT o.tenant FROM retention.policy_override o WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL
-                UNION SELECT s.tenant FROM retention.tenant_setting s WHERE s.dataset = p_dataset) x;
-        IF v_special IS NOT NULL THEN
-            v_keep := format('CASE WHEN %s = ANY (%L::text[]) THEN retention.keep_for(%L::text, %s, %s) ELSE %s END',
-                             v_tenant, v_special, d.name, v_tenant, v_env, v_keep);
-        END IF;
-    END IF;
     RETURN format('t.%I < %s AND ((%s AT TIME ZONE ''UTC''::text) + %s) < ($1 AT TIME ZONE ''UTC''::text)',
                   d.time_column, retention.clock_literal(p_dataset, v_cutoff),
                   retention.clock_of(p_dataset, format('t.%I', d.time_column)), v_keep)
@@ -1550,16 +1572,15 @@ BEGIN
         EXECUTE format('DELETE FROM %s t WHERE %s', p_relation, v_which)
             USING p_t, format('(%s,0)', greatest(p_from_page, 0))::tid, format('(%s,0)', greatest(p_from_page, 0) + p_pages)::tid;
     ELSE
-        v_keep := CASE WHEN d.new_rows THEN 'moved.retention_keep'
-                       ELSE format('retention.keep_for(%L::text, %s, %s)', d.name,
-                                   retention.column_as_text('moved', d.tenant_column),
-                                   retention.column_as_text('moved', d.environment_column)) END;
+        -- Each row's deadline, with its retention written out (run_keep:
+        -- a CASE of literals but for tenants with rules of their own).
+        v_keep := retention.run_keep(p_dataset);
         EXECUTE format('WITH moved AS (DELETE FROM %s t WHERE %s RETURNING t.*)
                         INSERT INTO %s (%s, archived_at, retention_deadline)
-                        SELECT %s, $1, ((%s AT TIME ZONE ''UTC''::text) + %s) AT TIME ZONE ''UTC''::text FROM moved',
+                        SELECT %s, $1, ((%s AT TIME ZONE ''UTC''::text) + %s) AT TIME ZONE ''UTC''::text FROM moved t',
                        p_relation, v_which, d.archive_relation, retention.columns_of(d.relation::regclass),
-                       retention.columns_of(d.relation::regclass, 'moved.'),
-                       retention.clock_of(p_dataset, format('moved.%I', d.time_column)), v_keep)
+                       retention.columns_of(d.relation::regclass, 't.'),
+                       retention.clock_of(p_dataset, format('t.%I', d.time_column)), v_keep)
             USING p_t, format('(%s,0)', greatest(p_from_page, 0))::tid, format('(%s,0)', greatest(p_from_page, 0) + p_pages)::tid;
     END IF;
     GET DIAGNOSTICS v_n = ROW_COUNT;
@@ -2305,7 +2326,7 @@ $$;
 -- then takes the partitions' place: they are dropped, and it is attached
 -- for [lower, upper) (DEFAULT when upper is NULL). One partition: the new
 -- one takes its name. Several (neighbours, oldest first, one range
--- without a gap, under one parent: enforce groups them, at most 24 and
+-- without a gap, under one parent: enforce groups them, at most 12 and
 -- 10,000 kept rows): one coarser partition named for its range,
 -- <table>_p<lower>_<upper>, holds their kept rows, so a hold that keeps a
 -- few rows of many old periods costs one partition, not one per period.
@@ -3326,7 +3347,7 @@ BEGIN
         -- 4. Each partition, oldest first. A partition whose few kept rows
         -- are to be copied out (run_partition's `copy`, or few_kept) waits
         -- in a group with its neighbours like it (one range, one parent, at
-        -- most 24 partitions and 10,000 kept rows): the group is copied out
+        -- most 12 partitions and 10,000 kept rows): the group is copied out
         -- in one transaction (run_copy_kept), into one partition for its
         -- range. If that fails, each of them is taken again on its own
         -- (v_single), as any other partition.
@@ -3335,7 +3356,7 @@ BEGIN
         LOOP
             EXIT WHEN v_cancelled;
             IF pg_catalog.cardinality(v_group) > 0
-               AND (v_k >= pg_catalog.cardinality(v_order) OR pg_catalog.cardinality(v_group) >= 24
+               AND (v_k >= pg_catalog.cardinality(v_order) OR pg_catalog.cardinality(v_group) >= 12
                     OR v_ctx.lowers[v_order[v_k + 1]] IS DISTINCT FROM v_ctx.uppers[v_group[pg_catalog.cardinality(v_group)]]) THEN
                 BEGIN
                     SELECT * INTO v_kept
@@ -3398,8 +3419,10 @@ BEGIN
             -- new partition list for every session) for ten partitions,
             -- while the table stays locked for ten drops' time (about 1 ms
             -- each), not for anything else: whatever else the run does
-            -- commits them first.
-            IF v_step.action = 'dropped' AND v_uncommitted < 9 AND NOT v_cancelled THEN
+            -- commits them first. (Not with an archive: a drop there first
+            -- copies the partition's rows, which must not happen under the
+            -- lock of the drop before.)
+            IF v_step.action = 'dropped' AND v_uncommitted < 9 AND NOT v_cancelled AND NOT v_ctx.archives THEN
                 v_uncommitted := v_uncommitted + 1;
                 CONTINUE;
             END IF;

@@ -42,11 +42,13 @@ pub(crate) struct Measurement {
     pub(crate) idle: LoadStats,
     pub(crate) during: LoadStats,
     pub(crate) note: String,
-    /// Heap block reads (shared buffer hits and reads) of the run on the
-    /// table and its partitions, less one per concurrent insert; a
-    /// partition the run dropped counts as wholly read (an upper bound: a
-    /// DROP reads none of it, and what was read of it before is not
-    /// counted any more once it is gone).
+    /// Heap blocks the run touched, an upper bound: per relation of the
+    /// table (itself and its partitions), the smaller of its heap buffer
+    /// accesses (shared hits and reads) during the run and its blocks; a
+    /// partition the run dropped counts as wholly read (a DROP reads none
+    /// of it, but what was read of it before is not counted once it is
+    /// gone). The concurrent inserts' own accesses are in it too (a few
+    /// blocks of the newest partition).
     pub(crate) heap_reads: i64,
     /// The table's heap blocks before the run.
     pub(crate) heap_total: i64,

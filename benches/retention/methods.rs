@@ -206,7 +206,8 @@ impl Bench {
                 "SELECT s.relid::oid, (coalesce(s.heap_blks_read, 0) + coalesce(s.heap_blks_hit, 0))::bigint,
                         (pg_relation_size(s.relid) / current_setting('block_size')::int)::bigint
                    FROM pg_statio_user_tables s
-                  WHERE s.relid IN (SELECT relid FROM pg_partition_tree('app.events'))",
+                  WHERE s.relid IN (SELECT relid FROM pg_partition_tree('app.events')
+                                    UNION SELECT 'app.events'::regclass)",
                 &[],
             )
             .unwrap()
@@ -256,6 +257,9 @@ impl Bench {
         let load = Load::start(&db.conninfo, self.cfg.rate);
         thread::sleep(Duration::from_secs_f64(self.cfg.idle_secs));
         let idle = load.finish();
+        // The load's sessions report their statistics as they end: let them
+        // land before the heap reads are taken.
+        thread::sleep(Duration::from_millis(1500));
         let load_wal_per_insert = wal_since(&mut db.client, &lsn) as f64 / idle.n.max(1) as f64;
 
         // The run, with a checkpoint just before it (as if the last one had
@@ -270,19 +274,25 @@ impl Bench {
         let during = load.finish();
         let wal_total = wal_since(&mut db.client, &lsn);
         let wal = (wal_total as f64 - load_wal_per_insert * during.n as f64).max(0.0) as i64;
+        thread::sleep(Duration::from_millis(1500));
         let heap_after = self.heap_reads(&mut db.client);
         let heap_total: i64 = heap_before.iter().map(|h| h.2).sum();
+        // Per relation, at most its blocks: a buffer read counts each
+        // access (a deleted row's page once per row), and no relation has
+        // more distinct blocks to touch than it has.
         let heap_reads = heap_after
             .iter()
-            .map(|&(rel, n, _)| n - heap_before.iter().find(|h| h.0 == rel).map_or(0, |h| h.1))
+            .map(|&(rel, n, pages)| {
+                let before = heap_before.iter().find(|h| h.0 == rel);
+                (n - before.map_or(0, |h| h.1)).min(pages.max(before.map_or(0, |h| h.2)))
+            })
             .chain(
                 heap_before
                     .iter()
                     .filter(|h| !heap_after.iter().any(|a| a.0 == h.0))
                     .map(|h| h.2),
             )
-            .sum::<i64>()
-            - during.n as i64;
+            .sum::<i64>();
 
         let (size_after, dead) = self.size_and_dead(&mut db.client);
         let r = db.client.query_one(&count_sql, &[]).unwrap();
@@ -342,7 +352,7 @@ impl Bench {
         self.log(&format!(
             "{} {} {} ({}): {:.3} s, WAL {}, removed {}, left {}, expired left {}, wrongly removed {}, \
              size {} → {}, dead {}, VACUUM {:.3} s / {} WAL, insert p50/p99/max idle {:.2}/{:.2}/{:.2} ms \
-             (n={}), during {:.2}/{:.2}/{:.2} ms (n={}, errors {}{}), heap block reads {} of {} blocks; {}",
+             (n={}), during {:.2}/{:.2}/{:.2} ms (n={}, errors {}{}), heap blocks touched at most {} of {}; {}",
             human_rows(rows),
             sc.name(),
             step.label(&self.cfg),
@@ -401,13 +411,21 @@ impl Bench {
 
         let mut templates: Vec<Db> = Vec::new();
         if methods.contains(&Method::Pgretain) || methods.contains(&Method::Floor) {
-            templates.push(self.make_pgretain_template(rows, false));
+            templates.push(self.make_pgretain_template(rows, false, false));
         }
         // Imported history: a pgretain table whose partitions reach back only
         // as far as premake makes them.
         let imported =
             if methods.contains(&Method::Pgretain) && scenarios.contains(&Scenario::Imported) {
-                let mut t = self.make_pgretain_template(rows, true);
+                let mut t = self.make_pgretain_template(rows, true, false);
+                t.client = self.admin();
+                Some(t)
+            } else {
+                None
+            };
+        let archived =
+            if methods.contains(&Method::Pgretain) && scenarios.contains(&Scenario::Archived) {
+                let mut t = self.make_pgretain_template(rows, false, true);
                 t.client = self.admin();
                 Some(t)
             } else {
@@ -443,11 +461,16 @@ impl Bench {
                     continue; // the archive's alternative is one row copy (b)
                 }
                 let name = format!("{}_{}_{}", m.letter(), sc.name(), rows);
-                let mut db = match (m, &imported) {
+                // Imported and archived history have pgretain templates of
+                // their own.
+                let own = match sc {
+                    Scenario::Imported => imported.as_ref(),
+                    Scenario::Archived => archived.as_ref(),
+                    _ => None,
+                };
+                let mut db = match (m, own) {
                     (Method::Partman, _) => self.make_partman_db(rows),
-                    (Method::Pgretain, Some(t)) if sc == Scenario::Imported => {
-                        self.clone_db(t, &name, m)
-                    }
+                    (Method::Pgretain, Some(t)) => self.clone_db(t, &name, m),
                     _ => self.clone_db(&templates[template_for(m)], &name, m),
                 };
                 if sc == Scenario::Mixed {
@@ -550,7 +573,7 @@ impl Bench {
                 }
             }
         }
-        for t in templates.into_iter().chain(imported) {
+        for t in templates.into_iter().chain(imported).chain(archived) {
             self.drop_db(t);
         }
     }

@@ -94,7 +94,7 @@ impl Bench {
         s.push_str(
             "| rows | scenario | moment | method | rows removed | time | time ÷ pgretain's | WAL | WAL ÷ pgretain's \
              | size after | dead tuples | exact | insert p50 / p99 idle (ms) | insert p50 / p99 / max during (ms) \
-             | insert errors | VACUUM after | heap block reads ÷ heap blocks |\n",
+             | insert errors | VACUUM after | heap blocks touched (at most) ÷ heap blocks |\n",
         );
         s.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|\n");
         for r in &self.results {
@@ -262,7 +262,7 @@ impl Bench {
                 })
                 .collect();
             line(format!(
-                "{} rows, mixed steady state (+1 day): pgretain read {} of the table's {} heap blocks, {:.1}% \
+                "{} rows, mixed steady state (+1 day): pgretain touched at most {} of the table's {} heap blocks, {:.1}% \
                  (target ≤ 10%: {}){}",
                 human_rows(rows),
                 thousands(a.heap_reads),

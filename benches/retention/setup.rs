@@ -193,11 +193,13 @@ datasets:
     /// The pgretain template: the policy deployed, a partition per day, the
     /// rows. With `imported`, the rows come after the policy, as an import
     /// of history would: partitions only as far back as premake makes them.
-    pub(crate) fn make_pgretain_template(&self, rows: u64, imported: bool) -> Db {
-        let name = if imported {
-            format!("tpl_pgretain_imported_{rows}")
-        } else {
-            format!("tpl_pgretain_{rows}")
+    /// With `archived`, the policy archives expired rows (`on_expiry:
+    /// archive`, a dataset setting that cannot change once deployed).
+    pub(crate) fn make_pgretain_template(&self, rows: u64, imported: bool, archived: bool) -> Db {
+        let name = match (imported, archived) {
+            (true, _) => format!("tpl_pgretain_imported_{rows}"),
+            (false, true) => format!("tpl_pgretain_archived_{rows}"),
+            (false, false) => format!("tpl_pgretain_{rows}"),
         };
         self.log(&format!(
             "{name}: deploying the policy and generating {rows} rows"
@@ -211,7 +213,18 @@ datasets:
             policy: Some(tempfile::tempdir().unwrap()),
             generated: Some(tempfile::tempdir().unwrap()),
         };
-        self.deploy(&db, &self.policy_yaml(self.cfg.keep_days, false));
+        let policy = self.policy_yaml(self.cfg.keep_days, false);
+        let policy = if archived {
+            policy.replace(
+                "    partition: day\n",
+                &format!(
+                    "    partition: day\n    on_expiry: archive\n    archive: {{ schema: archive, keep: {ARCHIVE_KEEP_DAYS} days }}\n"
+                ),
+            )
+        } else {
+            policy
+        };
+        self.deploy(&db, &policy);
         let mut db = db;
         if imported {
             // What apply left: premake's partitions (back over the longest
@@ -336,19 +349,12 @@ datasets:
         }
     }
 
-    /// Archived scenario: pgretain's policy with `on_expiry: archive`; the
-    /// plain table gets an archive table of the same columns plus the two
-    /// pgretain adds, and an index on the deadline.
+    /// Archived scenario, the plain table: an archive table of the same
+    /// columns plus the two pgretain adds, and an index on the deadline
+    /// (pgretain's database comes from its own template: the policy
+    /// archives from the start).
     pub(crate) fn configure_archived(&self, db: &mut Db) {
-        if db.method == Method::Pgretain {
-            let policy = self.policy_yaml(self.cfg.keep_days, false).replace(
-                "    partition: day\n",
-                &format!(
-                    "    partition: day\n    on_expiry: archive\n    archive: {{ schema: archive, keep: {ARCHIVE_KEEP_DAYS} days }}\n"
-                ),
-            );
-            self.deploy(db, &policy);
-        } else {
+        if db.method != Method::Pgretain {
             q(
                 &mut db.client,
                 "CREATE TABLE app.events_archive (LIKE app.events, archived_at timestamptz NOT NULL,
