@@ -36,10 +36,8 @@ impl Bench {
     pub(crate) fn measure_erase(&mut self, db: &mut Db, rows: u64) {
         match db.method {
             Method::Pgretain => {
-                let policy = self.policy_yaml(self.cfg.new_keep_days, false).replace(
-                    "    partition: day\n",
-                    "    partition: day\n    erase_by: payload\n",
-                );
+                let policy =
+                    self.policy_yaml(self.cfg.new_keep_days, false, "    erase_by: payload\n");
                 self.deploy(db, &policy);
             }
             _ => q(

@@ -549,7 +549,7 @@ impl Bench {
                     self.measure(&mut db, rows, sc, Step::Aligned, &t2, keep);
 
                     if m == Method::Pgretain {
-                        self.deploy(&db, &self.policy_yaml(self.cfg.new_keep_days, false));
+                        self.deploy(&db, &self.policy_yaml(self.cfg.new_keep_days, false, ""));
                     }
                     let nk = self.cfg.new_keep_days;
                     self.measure(&mut db, rows, sc, Step::Change, &t2, nk);

@@ -56,7 +56,11 @@ impl Bench {
 
     // -- setup --------------------------------------------------------------
 
-    pub(crate) fn policy_yaml(&self, keep_days: u32, holds: bool) -> String {
+    /// The benchmark's policy: one dataset `events`, `keep_days` of
+    /// retention, with `holds` the mixed scenario's holds, and
+    /// `dataset_keys` (YAML lines indented for the dataset, e.g.
+    /// `    erase_by: payload\n`) added to the dataset.
+    pub(crate) fn policy_yaml(&self, keep_days: u32, holds: bool, dataset_keys: &str) -> String {
         let mut s = format!(
             "version: 1
 datasets:
@@ -74,7 +78,7 @@ datasets:
     min_keep: 1 day
     max_keep: 3650 days
     partition: day
-"
+{dataset_keys}"
         );
         if holds {
             s.push_str("holds:\n");
@@ -213,18 +217,12 @@ datasets:
             policy: Some(tempfile::tempdir().unwrap()),
             generated: Some(tempfile::tempdir().unwrap()),
         };
-        let policy = self.policy_yaml(self.cfg.keep_days, false);
-        let policy = if archived {
-            policy.replace(
-                "    partition: day\n",
-                &format!(
-                    "    partition: day\n    on_expiry: archive\n    archive: {{ schema: archive, keep: {ARCHIVE_KEEP_DAYS} days }}\n"
-                ),
-            )
+        let archive = if archived {
+            format!("    on_expiry: archive\n    archive: {{ schema: archive, keep: {ARCHIVE_KEEP_DAYS} days }}\n")
         } else {
-            policy
+            String::new()
         };
-        self.deploy(&db, &policy);
+        self.deploy(&db, &self.policy_yaml(self.cfg.keep_days, false, &archive));
         let mut db = db;
         if imported {
             // What apply left: premake's partitions (back over the longest
@@ -369,7 +367,7 @@ datasets:
         let w = self.cfg.tenant_width();
         let (tenants, tk) = (self.cfg.tenants, self.cfg.tenant_keep_days);
         if db.method == Method::Pgretain {
-            self.deploy(db, &self.policy_yaml(self.cfg.keep_days, true));
+            self.deploy(db, &self.policy_yaml(self.cfg.keep_days, true, ""));
             q(
                 &mut db.client,
                 &format!(

@@ -65,36 +65,23 @@ pub fn partitions(
         .collect()
 }
 
-/// `count(*)` of the rows of `from_where` (SQL after FROM), stopping at
-/// [`COUNT_CAP`]; `what` names the count in an error.
-fn capped_count(
-    client: &mut impl GenericClient,
-    from_where: &str,
-    what: &str,
-) -> Result<i64, DbError> {
-    count_up_to(client, from_where, what, COUNT_CAP)
-}
-
-/// `count(*)` of the rows of `from_where`, stopping at `cap`.
-fn count_up_to(
-    client: &mut impl GenericClient,
-    from_where: &str,
-    what: &str,
-    cap: i64,
-) -> Result<i64, DbError> {
-    let sql = format!("SELECT count(*) FROM (SELECT 1 FROM {from_where} LIMIT {cap}) s");
-    let row = client.query_one(sql.as_str(), &[]).map_err(ctx(what))?;
-    col(&row, 0)
-}
-
 /// The rows of the partition `partition` itself (not of partitions below
 /// it), up to [`COUNT_CAP`].
 pub fn rows_in_partition(client: &mut impl GenericClient, partition: &str) -> Result<i64, DbError> {
-    capped_count(
-        client,
-        &format!("ONLY {partition}"),
-        "counting the rows of the default partition",
-    )
+    rows_in_partition_up_to(client, partition, COUNT_CAP)
+}
+
+/// The rows of the partition `partition` itself, up to `cap`.
+fn rows_in_partition_up_to(
+    client: &mut impl GenericClient,
+    partition: &str,
+    cap: i64,
+) -> Result<i64, DbError> {
+    let sql = format!("SELECT count(*) FROM (SELECT 1 FROM ONLY {partition} LIMIT {cap}) s");
+    let row = client
+        .query_one(sql.as_str(), &[])
+        .map_err(ctx("counting the rows of the default partition"))?;
+    col(&row, 0)
 }
 
 /// The rows of the partition `partition` itself that no hold active now
@@ -112,12 +99,7 @@ pub fn unheld_rows_in_partition(
         .query_one("SELECT retention.held_predicate($1)", &[&dataset])
         .map_err(ctx("reading the hold predicate"))?;
     let Some(held) = col::<Option<String>>(&row, 0)? else {
-        return count_up_to(
-            client,
-            &format!("ONLY {partition}"),
-            "counting the rows of the default partition",
-            cap,
-        );
+        return rows_in_partition_up_to(client, partition, cap);
     };
     let sql = format!(
         "SELECT count(*) FROM (SELECT 1 FROM ONLY {partition} t WHERE NOT ({held}) LIMIT {cap}) s"

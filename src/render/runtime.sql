@@ -2860,8 +2860,9 @@ $$;
 --     deadline is at or after lower): nothing is read; `next_page` NULL;
 --   * every row is (upper + keep, plus calendar slack, at or before T:
 --     every deadline is before upper) and no active hold keeps one: the
---     partition is dropped (`dropped`; premake_archive makes only this
---     month's and next month's, so it does not come back);
+--     partition is dropped (`dropped`; premake_archive makes months only
+--     from that of T - keep on, which is after it, so it does not come
+--     back);
 --   * else the rows of pages [from_page, from_page + pages) are deleted, and
 --     `next_page` says where the next batch starts (NULL when done).
 -- Returns how many rows it deleted (about how many a drop removed, from

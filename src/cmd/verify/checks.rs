@@ -15,16 +15,16 @@ use crate::db::history::{self, FileState};
 use crate::db::runs::{self, STUCK_AFTER};
 use crate::db::tables;
 use crate::db::{fingerprint, DbError};
+use crate::model::schedule;
+use crate::render::names::{job_prefix, FINGERPRINT_TABLE};
+use crate::render::text::ident;
+use crate::words::{human_duration, rfc3339};
 
 /// Check (d) counts the unheld rows of a default partition up to this: it
 /// asks whether any sits there (a finding says "at least" past it), not
 /// how many an imported backlog holds, which would take a read of all of
 /// them.
 const DEFAULT_ROWS_CAP: i64 = 10_000;
-use crate::model::schedule;
-use crate::render::names::{job_prefix, FINGERPRINT_TABLE};
-use crate::render::text::ident;
-use crate::words::{human_duration, rfc3339};
 
 pub(super) fn finding(
     report: &mut VerifyReport,
