@@ -188,6 +188,7 @@ fn ownership(role_sql: &str) -> String {
 DECLARE
     v_role text := {role_sql};
     v_rels text[];
+    v_moved text[];
     v_funcs text[];
     x text;
 BEGIN
@@ -212,6 +213,15 @@ BEGIN
                    LATERAL (SELECT d.relation UNION ALL SELECT d.archive_relation) x(rel),
                    LATERAL pg_catalog.pg_partition_tree(x.rel::pg_catalog.regclass) t
              WHERE x.rel IS NOT NULL) r;
+    -- The partitions an archive took whole, and their parents (version 6).
+    IF pg_catalog.to_regclass('retention.archive_moved') IS NOT NULL THEN
+        EXECUTE 'SELECT pg_catalog.array_agg(pg_catalog.format(''TABLE %s'', x.rel) ORDER BY x.rel::text)
+                   FROM (SELECT pg_catalog.to_regclass(m.relation) FROM retention.archive_moved m
+                         UNION SELECT pg_catalog.to_regclass(retention.moved_relation(d.name)) FROM retention.dataset d) x(rel)
+                  WHERE x.rel IS NOT NULL'
+            INTO v_moved;
+        v_rels := coalesce(v_rels, '{{}}') || coalesce(v_moved, '{{}}');
+    END IF;
     SELECT pg_catalog.array_agg(p.oid::pg_catalog.regprocedure::text) INTO v_funcs
       FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'retention'::pg_catalog.regnamespace;
     EXECUTE pg_catalog.format('ALTER SCHEMA retention OWNER TO %I', v_role);

@@ -233,6 +233,7 @@ pub fn remove_dataset(ds: &Dataset) -> String {
         them = if ds.archive.is_some() { "them" } else { "it" },
     );
     // Overrides, holds and tenant settings go with the row (ON DELETE CASCADE).
+    s.push_str(&drop_moved(ds));
     s.push_str(&format!(
         "DELETE FROM retention.dataset WHERE name = {};\n",
         lit(&ds.name)
@@ -263,6 +264,15 @@ pub fn remove_dataset(ds: &Dataset) -> String {
     s
 }
 
+/// The partitions the archive took whole and their parent (`<archive>_moved`,
+/// runtime version 6) go with the archive, before the dataset's row.
+fn drop_moved(ds: &Dataset) -> String {
+    if ds.archive.is_none() {
+        return String::new();
+    }
+    format!("SELECT retention.drop_moved({});\n", lit(&ds.name))
+}
+
 /// An adopted table removed from the policy: pgretain stops enforcing it
 /// and takes its machinery away (settings, view, procedure, its triggers on
 /// the table, the archive pgretain made), and leaves the table, still
@@ -277,6 +287,7 @@ fn release_dataset(ds: &Dataset) -> String {
             .map(|a| format!(", and the archive {a} with its rows"))
             .unwrap_or_default(),
     );
+    s.push_str(&drop_moved(ds));
     s.push_str(&format!(
         "DELETE FROM retention.dataset WHERE name = {};\n",
         lit(&ds.name)

@@ -49,7 +49,7 @@ use text::{comment, lit};
 /// in can be past, drops months everything in is past, and deletes the rest
 /// in batches (`run_archive_expiry()`), with archive months made back to
 /// `T - archive keep` (`premake_archive()`).
-pub const RUNTIME_VERSION: u32 = 5;
+pub const RUNTIME_VERSION: u32 = 6;
 
 /// The shared machinery of the `retention` schema.
 pub const RUNTIME_SQL: &str = include_str!("runtime.sql");

@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------
--- pgretain runtime, version 5: the `retention` schema's machinery.
+-- pgretain runtime, version 6: the `retention` schema's machinery.
 --
 -- Everything pgretain needs in the database lives in schema `retention`:
 --   retention.dataset          one row per policy dataset (written by migrations only)
@@ -12,6 +12,7 @@
 --   retention.config           policy-wide settings (how long the run log is kept)
 --   retention.run_log          one row per enforcement run or erasure: the evidence
 --   retention.fingerprint      every routine as apply left it (pgretain verify)
+--   retention.archive_moved    partitions an archive took whole, and the retentions they carry
 -- and the functions below. Dates are computed in UTC, whatever the session's
 -- TimeZone: a row's deadline is (time AT TIME ZONE 'UTC') + retention, where
 -- time is the instant the row's clock names (clock_of: a `timestamp` or
@@ -274,6 +275,26 @@ CREATE TABLE IF NOT EXISTS retention.drain_log (
     key    jsonb NOT NULL                -- the changed row's key_columns
 );
 CREATE INDEX IF NOT EXISTS drain_log_source_seq ON retention.drain_log (source, seq);
+
+-- Version 6: archive_moved: the partitions an archive took whole. A
+-- partition every row of which had expired was detached from the table and
+-- made a child (by inheritance) of `<archive>_moved` (moved_relation), with
+-- `archived_at` added as a constant default: no row was read or written.
+-- Its rows' deadlines are not stored: each is the row's clock plus the
+-- retention recorded here as it was in force when the partition moved
+-- (keep_map; with changes_apply_to: new_rows, the row's own stamp), so the
+-- archive's expiry stays exact (run_moved_expiry).
+CREATE TABLE IF NOT EXISTS retention.archive_moved (
+    relation    text PRIMARY KEY,     -- the moved table, quoted: "archive"."events_p20250101_moved"
+    dataset     text NOT NULL REFERENCES retention.dataset (name) ON DELETE CASCADE,
+    lower_bound timestamptz NOT NULL, -- its rows' clock was in [lower_bound, upper_bound)
+    upper_bound timestamptz NOT NULL,
+    archived_at timestamptz NOT NULL, -- T of the run that moved it
+    keeps       interval[] NOT NULL,  -- every retention a row in it can have
+    keep_map    jsonb                 -- the retentions in force then (frozen_keeps); NULL: each row's stamp
+);
+COMMENT ON TABLE retention.archive_moved IS
+    'pgretain: partitions moved whole into an archive, with the retentions in force when they moved (written by the runs)';
 
 -- keep_for(dataset, tenant, environment): the retention in force for a row
 -- (SPEC §3), in this order, the first that applies:
@@ -1576,6 +1597,190 @@ BEGIN
 END
 $$;
 
+-- frozen_keeps(dataset): the sources of keep_for() for the dataset as they
+-- are now, as data (values as text, IntervalStyle postgres):
+--   {"keep": dataset's keep,
+--    "ot": {tenant: {environment: keep}}, "on": {tenant: keep},  policy overrides naming a tenant
+--    "st": {tenant: {environment: keep}}, "sn": {tenant: keep},  tenant settings
+--    "e":  {environment: keep}}                                   overrides for an environment
+-- moved_keep() reads it back: recorded when a partition moves into the
+-- archive, it gives each of its rows the retention it had then, whatever
+-- the settings become.
+CREATE OR REPLACE FUNCTION retention.frozen_keeps(p_dataset text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = 'postgres'
+AS $$
+    SELECT jsonb_build_object(
+        'keep', (SELECT d.keep::text FROM retention.dataset d WHERE d.name = p_dataset),
+        'ot', coalesce((SELECT jsonb_object_agg(x.tenant, x.m)
+                          FROM (SELECT o.tenant, jsonb_object_agg(o.environment, o.keep::text) AS m
+                                  FROM retention.policy_override o
+                                 WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL AND o.environment IS NOT NULL
+                                 GROUP BY o.tenant) x), '{}'::jsonb),
+        'on', coalesce((SELECT jsonb_object_agg(o.tenant, o.keep::text) FROM retention.policy_override o
+                         WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL AND o.environment IS NULL), '{}'::jsonb),
+        'st', coalesce((SELECT jsonb_object_agg(x.tenant, x.m)
+                          FROM (SELECT s.tenant, jsonb_object_agg(s.environment, s.keep::text) AS m
+                                  FROM retention.tenant_setting s
+                                 WHERE s.dataset = p_dataset AND s.environment IS NOT NULL
+                                 GROUP BY s.tenant) x), '{}'::jsonb),
+        'sn', coalesce((SELECT jsonb_object_agg(s.tenant, s.keep::text) FROM retention.tenant_setting s
+                         WHERE s.dataset = p_dataset AND s.environment IS NULL), '{}'::jsonb),
+        'e', coalesce((SELECT jsonb_object_agg(o.environment, o.keep::text) FROM retention.policy_override o
+                        WHERE o.dataset = p_dataset AND o.tenant IS NULL), '{}'::jsonb))
+$$;
+
+-- moved_keep(map, tenant, environment): the retention keep_for() gave a row
+-- of that tenant and environment when `map` (frozen_keeps) was recorded:
+-- the same sources in the same order. A SQL-standard body, inlined.
+CREATE OR REPLACE FUNCTION retention.moved_keep(p_map jsonb, p_tenant text, p_environment text)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce(p_map -> 'ot' -> p_tenant ->> p_environment,
+                p_map -> 'on' ->> p_tenant,
+                p_map -> 'st' -> p_tenant ->> p_environment,
+                p_map -> 'sn' ->> p_tenant,
+                p_map -> 'e' ->> p_environment,
+                p_map ->> 'keep')::interval;
+
+-- moved_relation(dataset): the table the archive's moved partitions are
+-- children of, quoted: `<archive>_moved`, beside the archive (NULL without
+-- an archive). Made by the first move (run_move).
+CREATE OR REPLACE FUNCTION retention.moved_relation(p_dataset text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%I.%I', n.nspname, left(c.relname, 57) || '_moved')
+      FROM retention.dataset d
+      JOIN pg_class c ON c.oid = to_regclass(d.archive_relation)
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE d.name = p_dataset
+$$;
+
+-- drop_moved(dataset): drops the moved partitions of the dataset's archive
+-- and their parent (a migration releasing the dataset, or its archive).
+CREATE OR REPLACE FUNCTION retention.drop_moved(p_dataset text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rel text := retention.moved_relation(p_dataset);
+BEGIN
+    IF v_rel IS NOT NULL AND to_regclass(v_rel) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s CASCADE', v_rel);   -- CASCADE: its children, by inheritance
+    END IF;
+    DELETE FROM retention.archive_moved WHERE dataset = p_dataset;
+END
+$$;
+
+-- run_move(dataset, T, partition, lower, upper, keeps, keep_map): moves
+-- one partition, every row of which has expired (the caller proved it and
+-- holds ACCESS EXCLUSIVE on the table and its default partition), into the
+-- archive whole, and returns its new name. In this order, in the caller's
+-- transaction:
+--   * DETACH PARTITION (the table's lock, already held);
+--   * what tied it to the table or to other roles goes: its foreign keys
+--     (archived rows reference nothing), its own triggers and row security
+--     policies (no other role's code runs when the archive is expired),
+--     every grant (the archive is the owner's alone, as archive.<table> is);
+--     it and its indexes are renamed `..._moved` (no name the archive's
+--     months use) and set in the archive's schema, owned by the archive's
+--     owner;
+--   * `archived_at timestamptz NOT NULL DEFAULT T` is added: a constant
+--     default is stored once in the catalog, so no row is rewritten;
+--   * columns it has and `<archive>_moved` lacks (the application added
+--     them to the table) are added to the latter, then INHERIT makes it a
+--     child: `SELECT ... FROM <archive>_moved` reads every moved row;
+--   * it is recorded in retention.archive_moved with its bounds, the
+--     retentions a row in it can have and the ones in force (keep_map).
+-- Any error is the caller's (its block rolls it all back).
+-- Locks: ACCESS EXCLUSIVE on the partition; SHARE UPDATE EXCLUSIVE on
+-- `<archive>_moved` (INHERIT), ACCESS EXCLUSIVE while a column is added.
+CREATE OR REPLACE FUNCTION retention.run_move(p_dataset text, p_t timestamptz, p_partition regclass,
+                                              p_lower timestamptz, p_upper timestamptz,
+                                              p_keeps interval[], p_keep_map jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d        retention.dataset;
+    v_parent text := retention.moved_relation(p_dataset);
+    v_schema text;
+    v_owner  text;
+    r        record;
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    SELECT n.nspname, pg_get_userbyid(c.relowner) INTO STRICT v_schema, v_owner
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = d.archive_relation::regclass;
+    IF to_regclass(v_parent) IS NULL THEN
+        EXECUTE format('CREATE TABLE %s (LIKE %s, archived_at timestamptz NOT NULL)', v_parent, d.relation);
+        EXECUTE format('COMMENT ON TABLE %s IS %L', v_parent,
+                       'pgretain: partitions of ' || d.relation || ' moved whole into the archive (children by inheritance; see retention.archive_moved)');
+        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', v_parent);
+        EXECUTE format('ALTER TABLE %s OWNER TO %I', v_parent, v_owner);
+    ELSIF (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = v_parent::regclass) <> v_owner THEN
+        -- Another role made it first: whoever owns the parent reads every
+        -- child through it. Not moved (the caller archives row by row).
+        RAISE EXCEPTION '% is not owned by % (the archive''s owner): no partition is moved under it', v_parent, v_owner
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', d.relation, p_partition);
+    FOR r IN SELECT c.conname FROM pg_constraint c WHERE c.conrelid = p_partition AND c.contype = 'f' ORDER BY 1 LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', p_partition, r.conname);
+    END LOOP;
+    FOR r IN SELECT t.tgname FROM pg_trigger t WHERE t.tgrelid = p_partition AND NOT t.tgisinternal ORDER BY 1 LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', r.tgname, p_partition);
+    END LOOP;
+    FOR r IN SELECT p.polname FROM pg_policy p WHERE p.polrelid = p_partition ORDER BY 1 LOOP
+        EXECUTE format('DROP POLICY %I ON %s', r.polname, p_partition);
+    END LOOP;
+    EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', p_partition);
+    FOR r IN SELECT DISTINCT a.grantee
+               FROM pg_class c, aclexplode(c.relacl) a
+              WHERE c.oid = p_partition AND a.grantee <> c.relowner
+             UNION
+             SELECT DISTINCT a.grantee
+               FROM pg_attribute att, aclexplode(att.attacl) a
+              WHERE att.attrelid = p_partition AND att.attacl IS NOT NULL
+             ORDER BY 1 LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM %s', p_partition,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);
+    END LOOP;
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', p_partition, v_owner);
+    FOR r IN SELECT i.indexrelid::regclass AS idx, c.relname
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+              WHERE i.indrelid = p_partition ORDER BY c.relname LOOP
+        EXECUTE format('ALTER INDEX %s RENAME TO %I', r.idx, left(r.relname, 57) || '_moved');
+    END LOOP;
+    EXECUTE format('ALTER TABLE %s RENAME TO %I', p_partition,
+                   left((SELECT c.relname FROM pg_class c WHERE c.oid = p_partition), 57) || '_moved');
+    EXECUTE format('ALTER TABLE %s SET SCHEMA %I', p_partition, v_schema);
+    EXECUTE format('ALTER TABLE %s ADD COLUMN archived_at timestamptz NOT NULL DEFAULT %L::timestamptz', p_partition, p_t);
+    FOR r IN SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS a_type
+               FROM pg_attribute a
+              WHERE a.attrelid = p_partition AND a.attnum > 0 AND NOT a.attisdropped
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute m
+                                 WHERE m.attrelid = v_parent::regclass AND m.attname = a.attname
+                                   AND m.attnum > 0 AND NOT m.attisdropped)
+              ORDER BY a.attnum LOOP
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_parent, r.attname, r.a_type);
+    END LOOP;
+    EXECUTE format('ALTER TABLE %s INHERIT %s', p_partition, v_parent);
+    INSERT INTO retention.archive_moved (relation, dataset, lower_bound, upper_bound, archived_at, keeps, keep_map)
+        VALUES (p_partition::text, p_dataset, p_lower, p_upper, p_t, p_keeps, p_keep_map);
+    RETURN p_partition::text;
+END
+$$;
+
 -- ---------------------------------------------------------------------------
 -- One enforcement run. retention.enforce() below drives it; each step is one
 -- of these functions, in its own transaction, and catches its own errors, so
@@ -1843,6 +2048,10 @@ DECLARE
     v_try   integer := 0;
     v_state text;
     v_msg   text;
+    v_move  boolean;
+    v_stamps text[];
+    v_unheld text;
+    v_any   boolean;
 BEGIN
     in_dropped := 0;
     archived := 0;
@@ -1870,6 +2079,18 @@ BEGIN
             IF p_held IS NOT NULL THEN
                 EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s t WHERE %s)', p_partition, p_held) INTO v_held;
                 IF v_held THEN
+                    -- Every row held (a partition a copy made of held rows,
+                    -- say): nothing to do while the holds last. Found
+                    -- through the tenant index, not by reading it
+                    -- (run_unheld); else by reading it below.
+                    v_unheld := retention.run_unheld(p_dataset, p_t);
+                    IF v_unheld IS NOT NULL THEN
+                        EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %s t WHERE %s)', p_partition, v_unheld) INTO v_any;
+                        IF NOT v_any THEN
+                            action := 'none';
+                            RETURN;
+                        END IF;
+                    END IF;
                     -- Held rows keep it. Few of them (at most 10,000, and a
                     -- fifth of its rows): they are copied to a new partition
                     -- of the period and it is dropped (run_copy_kept);
@@ -1913,6 +2134,57 @@ BEGIN
                     problem := true;
                     note := v_name || ': not archived: the archive cannot take the table''s shape (see above)';
                     RETURN;
+                END IF;
+                -- Moved whole (run_move) when it has rows and every one
+                -- has expired: proven by its bounds, and with new_rows by
+                -- reading that no stamp keeps a row (the stamps it holds
+                -- are recorded with it). If the move cannot be done (the
+                -- table's shape no longer matches `<archive>_moved`, a name
+                -- taken, ...), its rows are archived row by row, as ever.
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %s)', p_partition) INTO v_move;
+                v_stamps := NULL;
+                IF v_move AND d.new_rows THEN
+                    EXECUTE format('SELECT count(*) FILTER (WHERE NOT coalesce(%s, false)),
+                                           array_agg(DISTINCT t.retention_keep::text)
+                                      FROM ONLY %s t', p_pred, p_partition)
+                        INTO v_n, v_stamps USING p_t;
+                    v_move := v_n = 0 AND v_stamps IS NOT NULL;
+                END IF;
+                IF v_move THEN
+                    -- The run log counts what it moves (the catalog's
+                    -- estimate can be anything, 0 included): a read, never
+                    -- a write, before the lock, which it would lengthen.
+                    EXECUTE format('SELECT count(*) FROM ONLY %s', p_partition) INTO in_dropped;
+                    BEGIN
+                        EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', d.relation);
+                        IF p_default IS NOT NULL THEN
+                            EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p_default);
+                        END IF;
+                    EXCEPTION WHEN lock_not_available THEN
+                        busy := true;
+                        RAISE;
+                    END;
+                    BEGIN
+                        PERFORM retention.run_move(p_dataset, p_t, p_partition, p_lower, p_upper,
+                                                   CASE WHEN d.new_rows THEN v_stamps::interval[] ELSE p_keeps END,
+                                                   CASE WHEN d.new_rows THEN NULL ELSE retention.frozen_keeps(p_dataset) END);
+                        action := 'moved';
+                        archived := in_dropped;
+                        IF v_try > 0 THEN
+                            note := format('%s: moved after %s serialization failure(s) or deadlock(s)', v_name, v_try);
+                        END IF;
+                        RETURN;
+                    EXCEPTION
+                        WHEN serialization_failure OR deadlock_detected OR query_canceled OR lock_not_available THEN
+                            RAISE;
+                        WHEN OTHERS THEN
+                            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                            in_dropped := 0;
+                            action := 'rows';
+                            note := retention.error_note(v_name || ': not moved into the archive whole, so its rows are archived row by row',
+                                                         v_state, v_msg);
+                            RETURN;
+                    END;
                 END IF;
                 archived := retention.remove_batch(p_dataset, p_partition, p_t, 0, retention.pages_of(p_partition) + 1, p_pred);
                 EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s LIMIT 1000) x', p_partition) INTO v_n;
@@ -2025,6 +2297,74 @@ BEGIN
     RETURN format('t.%I = ANY (%L::%s[])', d.tenant_column, v_ok, v_type);
 EXCEPTION WHEN OTHERS THEN
     RETURN NULL;   -- read every row instead: slower, never wrong
+END
+$$;
+
+-- run_unheld(dataset, T): SQL over a row `t` naming the rows no hold active
+-- at T covers, written so that the (tenant, time) index finds them without
+-- reading the table: the tenant column NULL, or outside the held tenants'
+-- values, as ranges between them in the column's own order, e.g.
+--   (t."bot_id" IS NULL OR t."bot_id" < '3'::integer OR t."bot_id" > '3'::integer)
+-- NULL when it cannot be written so: no tenant column, or an active hold
+-- that is not for one whole tenant (every tenant, or one environment).
+-- A held tenant that is no value of the column's type, or not as the
+-- column prints it, holds no row (holds compare the column's text), so it
+-- is left out.
+CREATE OR REPLACE FUNCTION retention.run_unheld(p_dataset text, p_at timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_type  text;
+    v_coll  text;
+    v_ok    text[] := '{}';
+    v_canon text;
+    v_t     text;
+    v_col   text;
+    v_or    text[];
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF d.tenant_column IS NULL OR EXISTS (
+           SELECT 1 FROM retention.hold h
+            WHERE h.dataset = p_dataset AND (h.tenant IS NULL OR h.environment IS NOT NULL)
+              AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp)) THEN
+        RETURN NULL;
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod),
+           CASE WHEN a.attcollation = 0 THEN '' ELSE format(' COLLATE %I.%I', n.nspname, c.collname) END
+      INTO STRICT v_type, v_coll
+      FROM pg_attribute a
+      LEFT JOIN pg_collation c ON c.oid = a.attcollation
+      LEFT JOIN pg_namespace n ON n.oid = c.collnamespace
+     WHERE a.attrelid = d.relation::regclass AND a.attname = d.tenant_column AND NOT a.attisdropped;
+    FOR v_t IN SELECT DISTINCT h.tenant FROM retention.hold h
+                WHERE h.dataset = p_dataset
+                  AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp) LOOP
+        BEGIN
+            EXECUTE format('SELECT (%L::%s)::text', v_t, v_type) INTO v_canon;
+        EXCEPTION WHEN OTHERS THEN
+            v_canon := NULL;
+        END;
+        IF v_canon = v_t THEN
+            v_ok := v_ok || v_t;
+        END IF;
+    END LOOP;
+    -- In the order the column's index keeps them.
+    EXECUTE format('SELECT array_agg(x ORDER BY x::%s%s) FROM unnest($1) AS x', v_type, v_coll)
+        INTO v_ok USING v_ok;
+    v_col := format('t.%I', d.tenant_column);
+    v_or := ARRAY[v_col || ' IS NULL'];
+    FOR i IN 1 .. coalesce(cardinality(v_ok), 0) + 1 LOOP
+        v_or := v_or || CASE WHEN cardinality(v_ok) IS NULL THEN v_col || ' IS NOT NULL'
+                             WHEN i = 1 THEN format('%s < %L::%s', v_col, v_ok[1], v_type)
+                             WHEN i = cardinality(v_ok) + 1 THEN format('%s > %L::%s', v_col, v_ok[i - 1], v_type)
+                             ELSE format('(%s > %L::%s AND %s < %L::%s)', v_col, v_ok[i - 1], v_type, v_col, v_ok[i], v_type) END;
+    END LOOP;
+    RETURN '(' || array_to_string(v_or, ' OR ') || ')';
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;   -- read the rows instead: slower, never wrong
 END
 $$;
 
@@ -2952,6 +3292,112 @@ EXCEPTION
 END
 $$;
 
+-- run_moved_expiry(dataset, T, lock_timeout, relation, held, from_page,
+-- pages): run_archive_expiry for a partition moved whole (run_move). Its
+-- rows' deadlines are computed, not stored: a row's is its clock plus the
+-- retention recorded for its tenant and environment when it moved
+-- (moved_keep over keep_map; with new_rows, its stamp), exactly what
+-- archive.<table>'s retention_deadline holds for a row archived by copy.
+-- Its clock is in [lower, upper) and its retention one of `keeps`, so:
+--   * lower + every keep + the archive's keep (less calendar slack) at or
+--     after T: nothing in it can be past; nothing is read;
+--   * upper + every keep + the archive's keep (plus slack) at or before T,
+--     and no active hold keeps a row: it is dropped, and forgotten;
+--   * else pages [from_page, from_page + pages) are deleted from, row by
+--     row with that deadline; `next_page` says where the next batch starts.
+-- Locks: a drop takes ACCESS EXCLUSIVE on `<archive>_moved` and the
+-- partition, each waited for at most lock_timeout; a batch, ROW EXCLUSIVE.
+CREATE OR REPLACE FUNCTION retention.run_moved_expiry(p_dataset text, p_t timestamptz, p_lock_timeout text,
+                                                      p_relation text, p_held text,
+                                                      p_from_page bigint, p_pages integer,
+                                                      OUT removed bigint, OUT in_dropped bigint, OUT dropped boolean,
+                                                      OUT next_page bigint, OUT note text, OUT cancelled boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d       retention.dataset;
+    m       retention.archive_moved;
+    v_rel   regclass;
+    v_ak    interval;
+    v_held  boolean := false;
+    v_keep  text;
+    v_state text;
+    v_msg   text;
+BEGIN
+    removed := 0;
+    in_dropped := 0;
+    dropped := false;
+    cancelled := false;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    SELECT * INTO STRICT m FROM retention.archive_moved WHERE relation = p_relation AND dataset = p_dataset;
+    v_ak := d.archive_keep;
+    v_rel := to_regclass(p_relation);
+    IF v_rel IS NULL THEN
+        -- Dropped by hand: nothing of it is left to expire.
+        DELETE FROM retention.archive_moved WHERE relation = p_relation;
+        note := p_relation || ' (archive expiry): the moved partition no longer exists; forgotten';
+        RETURN;
+    END IF;
+    IF p_from_page = 0 THEN
+        IF (SELECT bool_and((m.lower_bound AT TIME ZONE 'UTC'::text) + k - retention.calendar_slack(k)
+                            + v_ak - retention.calendar_slack(v_ak) >= (p_t AT TIME ZONE 'UTC'::text))
+              FROM unnest(m.keeps) AS k) THEN
+            RETURN;   -- nothing in it can be past its deadline plus the keep
+        END IF;
+        IF (SELECT bool_and((m.upper_bound AT TIME ZONE 'UTC'::text) + k + retention.calendar_slack(k)
+                            + v_ak + retention.calendar_slack(v_ak) <= (p_t AT TIME ZONE 'UTC'::text))
+              FROM unnest(m.keeps) AS k) THEN
+            IF p_held IS NOT NULL THEN
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %s t WHERE %s)', v_rel, p_held) INTO v_held;
+            END IF;
+            IF NOT v_held THEN
+                SELECT greatest(c.reltuples, 0)::bigint INTO in_dropped FROM pg_class c WHERE c.oid = v_rel;
+                EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', retention.moved_relation(p_dataset));
+                EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', v_rel);
+                EXECUTE format('DROP TABLE %s', v_rel);
+                DELETE FROM retention.archive_moved WHERE relation = p_relation;
+                dropped := true;
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+    IF p_from_page > retention.pages_of(v_rel) THEN
+        RETURN;   -- done: next_page stays NULL
+    END IF;
+    v_keep := CASE WHEN m.keep_map IS NULL THEN 't.retention_keep'
+                   ELSE format('retention.moved_keep(%L::jsonb, %s, %s)', m.keep_map,
+                               retention.column_as_text('t', d.tenant_column),
+                               retention.column_as_text('t', d.environment_column)) END;
+    EXECUTE format('DELETE FROM ONLY %s t WHERE t.ctid >= $2 AND t.ctid < $3
+                      AND ((%s AT TIME ZONE ''UTC''::text) + %s) + %L::interval < ($1 AT TIME ZONE ''UTC''::text)%s',
+                   v_rel, retention.clock_of(p_dataset, format('t.%I', d.time_column)), v_keep, v_ak,
+                   CASE WHEN p_held IS NULL THEN '' ELSE format(' AND NOT coalesce(%s, false)', p_held) END)
+        USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + p_pages)::tid;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    next_page := p_from_page + p_pages;
+EXCEPTION
+    WHEN query_canceled THEN
+        removed := 0;
+        in_dropped := 0;
+        dropped := false;
+        next_page := NULL;
+        cancelled := true;
+        note := p_relation || ' (archive expiry): cancelled (statement_timeout, or pg_cancel_backend)';
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+        removed := 0;
+        in_dropped := 0;
+        dropped := false;
+        next_page := NULL;
+        note := retention.error_note(p_relation || ' (archive expiry)', v_state, v_msg);
+END
+$$;
+
 -- keeps_in_force(dataset): the exact text of every retention a source gives
 -- now: the dataset's keep, its policy overrides and its tenant settings.
 CREATE OR REPLACE FUNCTION retention.keeps_in_force(p_dataset text)
@@ -3190,6 +3636,9 @@ DECLARE
     v_uncommitted integer := 0;   -- drops not yet committed
     v_arch_dropped integer := 0;
     v_arch_in_drop bigint := 0;
+    v_moved     integer := 0;     -- partitions moved whole into the archive
+    v_moved_rows bigint := 0;     -- ... how many rows (counted just before each move)
+    v_exp_parts text[];           -- the archive's months, then its moved partitions
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);
     -- Each step below is one statement in a block that catches a cancel
@@ -3326,6 +3775,9 @@ BEGIN
                 IF v_step.action = 'dropped' THEN
                     v_dropped := v_dropped || v_ctx.part_names[i];
                     v_in_drop := v_in_drop + v_step.in_dropped;
+                ELSIF v_step.action = 'moved' THEN
+                    v_moved := v_moved + 1;
+                    v_moved_rows := v_moved_rows + v_step.in_dropped;
                 ELSIF v_step.action = 'skipped' THEN
                     v_skipped := v_skipped || v_ctx.part_names[i];
                 END IF;
@@ -3504,23 +3956,34 @@ BEGIN
         -- 5. The archive: rows whose deadline plus archive_keep has passed;
         -- a partition all of whose rows have is dropped, else its rows go
         -- batch_pages pages a transaction (run_archive_expiry).
-        FOR i IN 1 .. coalesce(pg_catalog.cardinality(v_ctx.archive_parts), 0) LOOP
+        -- The moved partitions likewise, each by its own bounds and
+        -- recorded retentions (run_moved_expiry).
+        v_exp_parts := coalesce(v_ctx.archive_part_names, '{}')
+                       || ARRAY(SELECT m.relation FROM retention.archive_moved m
+                                 WHERE m.dataset = p_dataset ORDER BY m.lower_bound, m.relation);
+        FOR i IN 1 .. pg_catalog.cardinality(v_exp_parts) LOOP
             v_page := 0;
             WHILE v_page IS NOT NULL AND NOT v_cancelled LOOP
                 BEGIN
-                    SELECT * INTO v_exp
-                      FROM retention.run_archive_expiry(p_dataset, v_t, v_run.lock_timeout, v_ctx.archive_parts[i],
-                                                        v_ctx.held, v_page, v_run.batch_pages);
+                    IF i <= coalesce(pg_catalog.cardinality(v_ctx.archive_parts), 0) THEN
+                        SELECT * INTO v_exp
+                          FROM retention.run_archive_expiry(p_dataset, v_t, v_run.lock_timeout, v_ctx.archive_parts[i],
+                                                            v_ctx.held, v_page, v_run.batch_pages);
+                    ELSE
+                        SELECT * INTO v_exp
+                          FROM retention.run_moved_expiry(p_dataset, v_t, v_run.lock_timeout, v_exp_parts[i],
+                                                          v_ctx.held, v_page, v_run.batch_pages);
+                    END IF;
                     v_cancelled := v_exp.cancelled;
                     v_arch_del := v_arch_del + v_exp.removed;
                     v_page := v_exp.next_page;
                     IF v_exp.dropped THEN
                         v_arch_dropped := v_arch_dropped + 1;
                         v_arch_in_drop := v_arch_in_drop + v_exp.in_dropped;
-                        v_dropped := v_dropped || v_ctx.archive_part_names[i];
+                        v_dropped := v_dropped || v_exp_parts[i];
                     END IF;
                     IF v_exp.note IS NOT NULL THEN
-                        v_skipped := v_skipped || v_ctx.archive_part_names[i];
+                        v_skipped := v_skipped || v_exp_parts[i];
                         v_notes := v_notes || v_exp.note;
                     END IF;
                 EXCEPTION WHEN query_canceled THEN
@@ -3530,6 +3993,11 @@ BEGIN
                 COMMIT;
             END LOOP;
         END LOOP;
+        IF v_moved > 0 THEN
+            v_info := v_info || pg_catalog.format(
+                '%s partition(s) moved whole into %s (%s row(s), counted, none copied): every row in them had expired',
+                v_moved, retention.moved_relation(p_dataset), v_moved_rows);
+        END IF;
         IF v_arch_dropped > 0 THEN
             v_info := v_info || pg_catalog.format(
                 '%s archive partition(s) dropped whole (about %s row(s)): every row''s deadline plus the archive''s keep had passed',
@@ -3636,11 +4104,16 @@ DECLARE
     v_sql    text;
     v_note   text;
     v_hash   text := encode(sha256(convert_to(p_key, 'UTF8')), 'hex');
+    v_archives text[];  -- the archive, and its moved partitions' parent once there is one
+    v_gone   text;
+    v_kept   text;
 BEGIN
     SELECT * INTO d FROM retention.dataset WHERE name = p_dataset;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pgretain: unknown dataset "%"', p_dataset USING ERRCODE = 'undefined_object';
     END IF;
+    v_archives := ARRAY(SELECT x FROM unnest(ARRAY[d.archive_relation, retention.moved_relation(p_dataset)]) AS x
+                         WHERE x IS NOT NULL AND to_regclass(x) IS NOT NULL);
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_type
       FROM pg_attribute a
      WHERE a.attrelid = d.relation::regclass AND a.attname = p_column AND a.attnum > 0 AND NOT a.attisdropped;
@@ -3665,30 +4138,33 @@ BEGIN
         -- e.g., for a dataset with an archive and an active hold:
         --   WITH gone AS (DELETE FROM "app"."sessions" t WHERE t."conversation_id" = $2::uuid
         --                 AND NOT retention.is_held(...) RETURNING 1),
-        --        gone_archive AS (DELETE FROM "archive"."sessions" t WHERE ... RETURNING 1),
+        --        gone_archive1 AS (DELETE FROM "archive"."sessions" t WHERE ... RETURNING 1),
         --        kept AS (SELECT 1 FROM "app"."sessions" t WHERE ... AND retention.is_held(...)),
-        --        kept_archive AS (SELECT 1 FROM "archive"."sessions" t WHERE ... AND retention.is_held(...))
-        --   SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_archive),
-        --          (SELECT count(*) FROM kept) + (SELECT count(*) FROM kept_archive)
+        --        kept_archive1 AS (SELECT 1 FROM "archive"."sessions" t WHERE ... AND retention.is_held(...))
+        --   SELECT (SELECT count(*) FROM gone), 0::bigint + (SELECT count(*) FROM gone_archive1),
+        --          (SELECT count(*) FROM kept) + (SELECT count(*) FROM kept_archive1)
+        -- (and the same two for `<archive>_moved`, the partitions moved
+        -- into the archive whole, once there is one)
         v_sql := format('WITH gone AS (DELETE FROM %s t WHERE %s%s RETURNING 1)',
                         d.relation, v_match, CASE WHEN v_active THEN ' AND NOT ' || v_held ELSE '' END);
-        IF d.archive_relation IS NOT NULL THEN
-            v_sql := v_sql || format(', gone_archive AS (DELETE FROM %s t WHERE %s%s RETURNING 1)',
-                                     d.archive_relation, v_match,
+        v_gone := '0::bigint';
+        v_kept := '(SELECT count(*) FROM kept)';
+        FOR i IN 1 .. coalesce(cardinality(v_archives), 0) LOOP
+            v_sql := v_sql || format(', gone_archive%s AS (DELETE FROM %s t WHERE %s%s RETURNING 1)',
+                                     i, v_archives[i], v_match,
                                      CASE WHEN v_active THEN ' AND NOT ' || v_held ELSE '' END);
-        END IF;
+            v_gone := v_gone || format(' + (SELECT count(*) FROM gone_archive%s)', i);
+            IF v_active THEN
+                v_sql := v_sql || format(', kept_archive%s AS (SELECT 1 FROM %s t WHERE %s AND %s)',
+                                         i, v_archives[i], v_match, v_held);
+                v_kept := v_kept || format(' + (SELECT count(*) FROM kept_archive%s)', i);
+            END IF;
+        END LOOP;
         IF v_active THEN
             v_sql := v_sql || format(', kept AS (SELECT 1 FROM %s t WHERE %s AND %s)', d.relation, v_match, v_held);
-            IF d.archive_relation IS NOT NULL THEN
-                v_sql := v_sql || format(', kept_archive AS (SELECT 1 FROM %s t WHERE %s AND %s)',
-                                         d.archive_relation, v_match, v_held);
-            END IF;
         END IF;
-        v_sql := v_sql || ' SELECT (SELECT count(*) FROM gone), '
-                 || CASE WHEN d.archive_relation IS NOT NULL THEN '(SELECT count(*) FROM gone_archive), ' ELSE '0::bigint, ' END
-                 || CASE WHEN NOT v_active THEN '0::bigint'
-                         WHEN d.archive_relation IS NOT NULL THEN '(SELECT count(*) FROM kept) + (SELECT count(*) FROM kept_archive)'
-                         ELSE '(SELECT count(*) FROM kept)' END;
+        v_sql := v_sql || format(' SELECT (SELECT count(*) FROM gone), %s, %s',
+                                 v_gone, CASE WHEN v_active THEN v_kept ELSE '0::bigint' END);
         EXECUTE v_sql INTO rows_deleted, archive_rows_deleted, rows_kept_by_hold USING p_at, p_key;
     END IF;
     SELECT string_agg(DISTINCT h.reason, '; ' ORDER BY h.reason) INTO holds
