@@ -495,16 +495,27 @@ impl Bench {
                     self.time_ops(&db, rows, sc, "after catch-up");
                 }
                 if sc == Scenario::Archived {
+                    // pgretain's archive: the rows copied into
+                    // archive.events and the partitions moved whole under
+                    // archive.events_moved (runtime version 6).
                     let archive = if m == Method::Pgretain {
-                        "archive.events"
+                        "archive.events (+ archive.events_moved)"
                     } else {
                         "app.events_archive"
                     };
-                    let n: i64 = db
+                    let moved: Option<String> = db
                         .client
-                        .query_one(&format!("SELECT count(*) FROM {archive}"), &[])
+                        .query_one("SELECT to_regclass('archive.events_moved')::text", &[])
                         .unwrap()
                         .get(0);
+                    let count = match (m, moved) {
+                        (Method::Pgretain, Some(moved)) => format!(
+                            "SELECT (SELECT count(*) FROM archive.events) + (SELECT count(*) FROM {moved})"
+                        ),
+                        (Method::Pgretain, None) => "SELECT count(*) FROM archive.events".to_string(),
+                        _ => format!("SELECT count(*) FROM {archive}"),
+                    };
+                    let n: i64 = db.client.query_one(&count, &[]).unwrap().get(0);
                     self.log(&format!("{rows} rows, archived: {n} row(s) in {archive}"));
                     self.archived_left.push((rows, m, n));
                 }
