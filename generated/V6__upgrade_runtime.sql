@@ -2024,14 +2024,19 @@ END
 $$;
 
 -- run_context(dataset, T): what the run needs to know once: the exact
--- predicate for T (run_predicate), the holds active at T (run_held), every
+-- predicate for T (run_predicate), the holds active at T (run_held) and
+-- the rows no hold covers, for an index (run_unheld), every
 -- retention a row can have (possible_keeps), the partitions (oldest first)
 -- and the default partition, whether the archive can take rows
 -- (archive_follow: `archive_ok`, and `archive_note`, what it did or why
 -- not) and the archive's partitions. `error` is set when the run cannot go
 -- on (it then does nothing more).
+-- (Version 6 added `unheld`: dropped and made again, since CREATE OR
+-- REPLACE cannot change what a function returns.)
+DROP FUNCTION IF EXISTS retention.run_context(text, timestamptz, text);
 CREATE OR REPLACE FUNCTION retention.run_context(p_dataset text, p_t timestamptz, p_lock_timeout text,
-                                                 OUT error text, OUT pred text, OUT held text, OUT keeps interval[],
+                                                 OUT error text, OUT pred text, OUT held text, OUT unheld text,
+                                                 OUT keeps interval[],
                                                  OUT archives boolean, OUT parts regclass[], OUT part_names text[],
                                                  OUT lowers timestamptz[], OUT uppers timestamptz[],
                                                  OUT default_part regclass, OUT archive_ok boolean, OUT archive_note text,
@@ -2051,6 +2056,7 @@ BEGIN
     SELECT array_agg(k) INTO keeps FROM retention.possible_keeps(p_dataset) AS k;
     pred := retention.run_predicate(p_dataset, p_t);
     held := retention.run_held(p_dataset, p_t);
+    unheld := retention.run_unheld(p_dataset, p_t);
     archives := d.archive_relation IS NOT NULL;
     SELECT array_agg(p.partition ORDER BY p.lower_bound NULLS FIRST, p.partition::text),
            array_agg(p.partition::text ORDER BY p.lower_bound NULLS FIRST, p.partition::text),
@@ -2088,11 +2094,16 @@ $$;
 -- when that is a drop. Returns `action`:
 --   none     no row in it can be expired (lower bound + every possible
 --            retention is at or after T): nothing to do, not even a read;
+--            or every row in it is past every retention but held (the
+--            tenant index shows no row outside the held tenants);
 --   dropped  every row in it is expired (upper bound + every possible
 --            retention, plus calendar slack, is at or before T) and none is
 --            held: it was dropped (its rows archived first, with an archive);
 --   rows     some rows may be expired: the run removes them in batches
 --            (run_batch);
+--   moved    every row is expired, none held, and the dataset archives:
+--            it was moved into the archive whole (run_move), `in_dropped`
+--            and `archived` its rows;
 --   copy     every row is expired but a few held ones (`kept` of them):
 --            the run copies those to a new partition and drops this one
 --            (run_copy_kept, with neighbouring partitions like it; the run
@@ -2114,13 +2125,16 @@ $$;
 -- rather than queue inserts once per partition) and on the partition,
 -- each waiting at most lock_timeout. A foreign key referencing the
 -- partition, which would block the drop, is found first and named.
--- (Version 5 added `kept`: the function is dropped and made again, since
--- CREATE OR REPLACE cannot change what a function returns.)
+-- (Version 5 added `kept`, version 6 `p_unheld` (run_unheld, once per
+-- run): the function is dropped and made again, since CREATE OR REPLACE
+-- cannot change what a function returns or takes.)
 DROP FUNCTION IF EXISTS retention.run_partition(text, timestamptz, text, regclass, timestamptz, timestamptz,
                                                 interval[], text, text, regclass, boolean, boolean);
+DROP FUNCTION IF EXISTS retention.run_partition(text, timestamptz, text, regclass, timestamptz, timestamptz,
+                                                interval[], text, text, text, regclass, boolean, boolean);
 CREATE FUNCTION retention.run_partition(p_dataset text, p_t timestamptz, p_lock_timeout text,
                                         p_partition regclass, p_lower timestamptz, p_upper timestamptz,
-                                        p_keeps interval[], p_pred text, p_held text,
+                                        p_keeps interval[], p_pred text, p_held text, p_unheld text,
                                         p_default regclass, p_busy boolean, p_archive_ok boolean,
                                         OUT action text, OUT in_dropped bigint, OUT archived bigint,
                                         OUT busy boolean, OUT note text, OUT problem boolean,
@@ -2144,7 +2158,6 @@ DECLARE
     v_msg   text;
     v_move  boolean;
     v_stamps text[];
-    v_unheld text;
     v_any   boolean;
 BEGIN
     in_dropped := 0;
@@ -2176,10 +2189,9 @@ BEGIN
                     -- Every row held (a partition a copy made of held rows,
                     -- say): nothing to do while the holds last. Found
                     -- through the tenant index, not by reading it
-                    -- (run_unheld); else by reading it below.
-                    v_unheld := retention.run_unheld(p_dataset, p_t);
-                    IF v_unheld IS NOT NULL THEN
-                        EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %s t WHERE %s)', p_partition, v_unheld) INTO v_any;
+                    -- (p_unheld, run_unheld's); else by reading it below.
+                    IF p_unheld IS NOT NULL THEN
+                        EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %s t WHERE %s)', p_partition, p_unheld) INTO v_any;
                         IF NOT v_any THEN
                             action := 'none';
                             RETURN;
@@ -2350,45 +2362,72 @@ BEGIN
 END
 $$;
 
+-- tenant_values(dataset, tenants): those of `tenants` that are values of
+-- the tenant column's type as the column prints them, in the order the
+-- column's index keeps them, with the column's type and its COLLATE clause
+-- ('' when it has none). A tenant that is no value of the type, or not as
+-- the column prints it (`07` for 7), names no row (the rules compare the
+-- column's text), so it is left out. `tenants` NULL: no tenant column.
+CREATE OR REPLACE FUNCTION retention.tenant_values(p_dataset text, p_tenants text[],
+                                                   OUT col_type text, OUT col_collate text, OUT tenants text[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_canon text;
+    v_t     text;
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF d.tenant_column IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod),
+           CASE WHEN a.attcollation = 0 THEN '' ELSE format(' COLLATE %I.%I', n.nspname, c.collname) END
+      INTO STRICT col_type, col_collate
+      FROM pg_attribute a
+      LEFT JOIN pg_collation c ON c.oid = a.attcollation
+      LEFT JOIN pg_namespace n ON n.oid = c.collnamespace
+     WHERE a.attrelid = d.relation::regclass AND a.attname = d.tenant_column AND NOT a.attisdropped;
+    tenants := '{}';
+    FOR v_t IN SELECT DISTINCT x FROM unnest(p_tenants) AS x WHERE x IS NOT NULL LOOP
+        BEGIN
+            EXECUTE format('SELECT (%L::%s)::text', v_t, col_type) INTO v_canon;
+        EXCEPTION WHEN OTHERS THEN
+            v_canon := NULL;
+        END;
+        IF v_canon = v_t THEN
+            tenants := tenants || v_t;
+        END IF;
+    END LOOP;
+    EXECUTE format('SELECT coalesce(array_agg(x ORDER BY x::%s%s), ''{}'') FROM unnest($1) AS x', col_type, col_collate)
+        INTO tenants USING tenants;
+END
+$$;
+
 -- typed_tenants(dataset, tenants): SQL over a row `t` naming the rows of
 -- those tenants in the tenant column's own type, so that an index on it
 -- finds them:   t."account_id" = ANY ('{5,7}'::integer[])
--- 'false' when none is left; NULL when the dataset has no tenant column or
--- the list cannot be made. A tenant that is no value of the column's type,
--- or not as the column prints it (`07` for 7), names no row (the rules
--- compare the column's text), so it is left out.
+-- 'false' when none is left (tenant_values); NULL when the dataset has no
+-- tenant column or the list cannot be made.
 CREATE OR REPLACE FUNCTION retention.typed_tenants(p_dataset text, p_tenants text[])
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d       retention.dataset;
-    v_type  text;
-    v_ok    text[] := '{}';
-    v_canon text;
-    v_t     text;
+    d retention.dataset;
+    v record;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
-    IF d.tenant_column IS NULL THEN
+    SELECT * INTO STRICT v FROM retention.tenant_values(p_dataset, p_tenants);
+    IF v.tenants IS NULL THEN
         RETURN NULL;
     END IF;
-    SELECT format_type(a.atttypid, a.atttypmod) INTO STRICT v_type FROM pg_attribute a
-     WHERE a.attrelid = d.relation::regclass AND a.attname = d.tenant_column AND NOT a.attisdropped;
-    FOR v_t IN SELECT DISTINCT x FROM unnest(p_tenants) AS x WHERE x IS NOT NULL ORDER BY 1 LOOP
-        BEGIN
-            EXECUTE format('SELECT (%L::%s)::text', v_t, v_type) INTO v_canon;
-        EXCEPTION WHEN OTHERS THEN
-            v_canon := NULL;
-        END;
-        IF v_canon = v_t THEN
-            v_ok := v_ok || v_t;
-        END IF;
-    END LOOP;
-    IF cardinality(v_ok) = 0 THEN
+    IF cardinality(v.tenants) = 0 THEN
         RETURN 'false';
     END IF;
-    RETURN format('t.%I = ANY (%L::%s[])', d.tenant_column, v_ok, v_type);
+    RETURN format('t.%I = ANY (%L::%s[])', d.tenant_column, v.tenants, v.col_type);
 EXCEPTION WHEN OTHERS THEN
     RETURN NULL;   -- read every row instead: slower, never wrong
 END
@@ -2410,14 +2449,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d       retention.dataset;
-    v_type  text;
-    v_coll  text;
-    v_ok    text[] := '{}';
-    v_canon text;
-    v_t     text;
-    v_col   text;
-    v_or    text[];
+    d     retention.dataset;
+    v     record;
+    v_ok  text[];
+    v_col text;
+    v_or  text[];
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
     IF d.tenant_column IS NULL OR EXISTS (
@@ -2426,35 +2462,20 @@ BEGIN
               AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp)) THEN
         RETURN NULL;
     END IF;
-    SELECT format_type(a.atttypid, a.atttypmod),
-           CASE WHEN a.attcollation = 0 THEN '' ELSE format(' COLLATE %I.%I', n.nspname, c.collname) END
-      INTO STRICT v_type, v_coll
-      FROM pg_attribute a
-      LEFT JOIN pg_collation c ON c.oid = a.attcollation
-      LEFT JOIN pg_namespace n ON n.oid = c.collnamespace
-     WHERE a.attrelid = d.relation::regclass AND a.attname = d.tenant_column AND NOT a.attisdropped;
-    FOR v_t IN SELECT DISTINCT h.tenant FROM retention.hold h
-                WHERE h.dataset = p_dataset
-                  AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp) LOOP
-        BEGIN
-            EXECUTE format('SELECT (%L::%s)::text', v_t, v_type) INTO v_canon;
-        EXCEPTION WHEN OTHERS THEN
-            v_canon := NULL;
-        END;
-        IF v_canon = v_t THEN
-            v_ok := v_ok || v_t;
-        END IF;
-    END LOOP;
-    -- In the order the column's index keeps them.
-    EXECUTE format('SELECT array_agg(x ORDER BY x::%s%s) FROM unnest($1) AS x', v_type, v_coll)
-        INTO v_ok USING v_ok;
+    -- The held tenants, in the order the column's index keeps them.
+    SELECT * INTO STRICT v FROM retention.tenant_values(p_dataset, ARRAY(
+        SELECT h.tenant FROM retention.hold h
+         WHERE h.dataset = p_dataset
+           AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp)));
+    v_ok := v.tenants;
     v_col := format('t.%I', d.tenant_column);
     v_or := ARRAY[v_col || ' IS NULL'];
-    FOR i IN 1 .. coalesce(cardinality(v_ok), 0) + 1 LOOP
-        v_or := v_or || CASE WHEN cardinality(v_ok) IS NULL THEN v_col || ' IS NOT NULL'
-                             WHEN i = 1 THEN format('%s < %L::%s', v_col, v_ok[1], v_type)
-                             WHEN i = cardinality(v_ok) + 1 THEN format('%s > %L::%s', v_col, v_ok[i - 1], v_type)
-                             ELSE format('(%s > %L::%s AND %s < %L::%s)', v_col, v_ok[i - 1], v_type, v_col, v_ok[i], v_type) END;
+    FOR i IN 1 .. cardinality(v_ok) + 1 LOOP
+        v_or := v_or || CASE WHEN cardinality(v_ok) = 0 THEN v_col || ' IS NOT NULL'
+                             WHEN i = 1 THEN format('%s < %L::%s', v_col, v_ok[1], v.col_type)
+                             WHEN i = cardinality(v_ok) + 1 THEN format('%s > %L::%s', v_col, v_ok[i - 1], v.col_type)
+                             ELSE format('(%s > %L::%s AND %s < %L::%s)', v_col, v_ok[i - 1], v.col_type,
+                                         v_col, v_ok[i], v.col_type) END;
     END LOOP;
     RETURN '(' || array_to_string(v_or, ' OR ') || ')';
 EXCEPTION WHEN OTHERS THEN
@@ -3854,7 +3875,7 @@ BEGIN
             BEGIN
                 SELECT * INTO v_step
                   FROM retention.run_partition(p_dataset, v_t, v_run.lock_timeout, v_ctx.parts[i], v_ctx.lowers[i],
-                                               v_ctx.uppers[i], v_ctx.keeps, v_ctx.pred, v_ctx.held,
+                                               v_ctx.uppers[i], v_ctx.keeps, v_ctx.pred, v_ctx.held, v_ctx.unheld,
                                                v_ctx.default_part, v_busy, v_archive);
                 v_busy := v_step.busy;
                 v_cancelled := v_step.cancelled;
