@@ -232,6 +232,39 @@ snapshot_tests!(
     existing_table,
 );
 
+/// The example policy compiled for Citus (`engine: citus`), pinned whole
+/// (its runtime is the Citus flavour of runtime.sql: docs/citus.md).
+/// `tests/citus_example/chatbot.yaml` is `policies/chatbot.yaml` with the
+/// engine line, as checked here; tests/citus.rs applies and runs it.
+#[test]
+fn example_citus() {
+    let example = std::fs::read_to_string("policies/chatbot.yaml").unwrap();
+    let citus = std::fs::read_to_string("tests/citus_example/chatbot.yaml").unwrap();
+    assert_eq!(
+        citus,
+        example.replacen("version: 1\n", "version: 1\nengine: citus\n", 1),
+        "tests/citus_example/chatbot.yaml must be the example policy with `engine: citus`"
+    );
+    let compile_it = || {
+        let dir = tempfile::tempdir().unwrap();
+        compile(&CompileOptions {
+            policy_dir: PathBuf::from("tests/citus_example"),
+            generated_dir: dir.path().to_path_buf(),
+            check: false,
+            allow_destructive: false,
+        })
+        .unwrap_or_else(|e| panic!("compiling the example for Citus: {e}"));
+        let sql = std::fs::read_to_string(dir.path().join("V1__init.sql")).unwrap();
+        (dir, sql)
+    };
+    let (a, sql) = compile_it();
+    let (b, _) = compile_it();
+    assert!(files(a.path()) == files(b.path()), "two compiles differ");
+    assert!(sql.contains("SELECT pg_catalog.create_distributed_table('\"app\".\"conversations\"', 'bot_id', colocate_with => 'default')"));
+    assert!(!sql.contains("SET LOCAL ROLE \"retention_owner\""));
+    insta::assert_snapshot!("v1_example_citus", sql);
+}
+
 #[test]
 fn every_fixture_directory_is_listed() {
     let mut dirs: Vec<String> = std::fs::read_dir("tests/fixtures")

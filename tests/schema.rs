@@ -59,10 +59,11 @@ fn schema_describes_a_policy_file() {
         "access",
         "run_log_keep",
         "subjects",
+        "engine",
     ] {
         assert!(props.contains_key(key), "top level lacks `{key}`");
     }
-    assert_eq!(props.len(), 9, "{:?}", props.keys());
+    assert_eq!(props.len(), 10, "{:?}", props.keys());
     // `subjects`: name → a non-empty mapping of dataset → column.
     let subjects = &props["subjects"];
     assert_eq!(subjects["type"], "object");

@@ -99,7 +99,7 @@ fn the_committed_v1_upgrades_in_place_keeping_settings_holds_and_the_run_log() {
         .unwrap()
         .get(0);
 
-    // The upgrade: the committed generated/ (V1, then V2, V3, V4, V5 and V6).
+    // The upgrade: the committed generated/ (V1, then V2, V3, V4, V5, V6 and V7).
     assert_eq!(
         apply_dir(&url, Path::new("generated")),
         [
@@ -107,7 +107,8 @@ fn the_committed_v1_upgrades_in_place_keeping_settings_holds_and_the_run_log() {
             "V3__upgrade_runtime_and_subjects",
             "V4__upgrade_runtime",
             "V5__upgrade_runtime",
-            "V6__upgrade_runtime"
+            "V6__upgrade_runtime",
+            "V7__upgrade_runtime"
         ]
     );
     let mut db = cluster.client("app");

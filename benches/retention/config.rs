@@ -260,6 +260,11 @@ pub(crate) struct Config {
     /// plan) before and after its catch-up run: no other method or moment.
     #[arg(long = "ops-only", env = "PGRETAIN_BENCH_OPS_ONLY")]
     pub(crate) ops_only: bool,
+    /// Only the Citus comparison: one catch-up (uniform and mixed) on a
+    /// coordinator and two workers against one server, on the same rows
+    /// (`--rows` of them); nothing else.
+    #[arg(long = "citus", env = "PGRETAIN_BENCH_CITUS")]
+    pub(crate) citus: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,

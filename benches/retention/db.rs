@@ -74,6 +74,15 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
 /// and the server restarted.
 pub(crate) fn tune_and_restart(cluster: &Cluster, shared_buffers: &str) {
     let mut c = cluster.client("postgres");
+    // At least 256 locks per transaction (a Citus node has more: each
+    // partition is a table per shard).
+    let locks: String = c
+        .query_one(
+            "SELECT greatest(256, current_setting('max_locks_per_transaction')::int)::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     for (k, v) in [
         ("shared_buffers", shared_buffers),
         ("fsync", "on"),
@@ -82,7 +91,7 @@ pub(crate) fn tune_and_restart(cluster: &Cluster, shared_buffers: &str) {
         ("autovacuum", "off"),
         ("max_wal_size", "2GB"),
         ("checkpoint_timeout", "1h"),
-        ("max_locks_per_transaction", "256"),
+        ("max_locks_per_transaction", locks.as_str()),
         ("work_mem", "16MB"),
         ("maintenance_work_mem", "256MB"),
     ] {

@@ -54,6 +54,7 @@
 //! measurement and the insert load), `db` (SQL helpers, cluster tuning),
 //! `output` (tables, targets, the chart).
 
+mod citus;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod config;
@@ -129,6 +130,26 @@ fn main() {
         bench.t0, bench.t1, bench.t2, bench.versions
     ));
 
+    if cfg.citus {
+        let results = bench.run_citus(cfg.rows);
+        println!("\n## Citus: one catch-up on a coordinator and two workers against one server\n");
+        println!(
+            "{} rows over {} days, {} tenants, retention {} days (mixed: 5% of tenants {} days); T0 = {}; the three nodes share this machine",
+            thousands(cfg.rows as i64),
+            cfg.days,
+            cfg.tenants,
+            cfg.keep_days,
+            cfg.tenant_keep_days,
+            bench.t0
+        );
+        for (k, v) in &bench.versions {
+            println!("- {k}: {v}");
+        }
+        println!();
+        print!("{}", citus::table(&results));
+        println!("Total bench time: {:.1} s", started.elapsed().as_secs_f64());
+        return;
+    }
     let mut methods = cfg.methods.clone();
     if cfg.ops_only {
         methods = vec![Method::Pgretain];

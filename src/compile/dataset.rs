@@ -2,7 +2,7 @@
 //! for people; the SQL that migrates it (written by `render::change`); or
 //! why it cannot be migrated safely. Pure functions, no I/O.
 
-use crate::model::{Dataset, Granularity, OnExpiry};
+use crate::model::{Dataset, Engine, Granularity, OnExpiry};
 use crate::render::change;
 use crate::render::names::relation;
 
@@ -19,7 +19,11 @@ fn expiry_name(ds: &Dataset) -> String {
 
 /// The change to one dataset present in both policies: `Ok(None)` when
 /// nothing changed, `Err` when the change cannot be migrated safely.
-pub(super) fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Change>, Vec<String>> {
+pub(super) fn dataset_change(
+    old: &Dataset,
+    new: &Dataset,
+    engine: Engine,
+) -> Result<Option<Change>, Vec<String>> {
     let name = &new.name;
     let mut refused = Vec::new();
     let mut refuse = |what: &str, before: String, after: String, consequence: &str| {
@@ -244,7 +248,7 @@ pub(super) fn dataset_change(old: &Dataset, new: &Dataset) -> Result<Option<Chan
             whats.push(format!("{name}: add column {}", c.name));
             sql.push_str(&change::add_column(new, c));
         }
-        sql.push_str(&change::rebuild_view(new));
+        sql.push_str(&change::rebuild_view(new, engine));
     }
     if old.sensitive != new.sensitive || old.sliding != new.sliding {
         if old.sensitive != new.sensitive {

@@ -29,6 +29,20 @@ pub(super) fn diff(
     let mut refused = Vec::new();
     let mut frame = Frame::default();
 
+    // The tables are made for one engine: a server's are not distributed,
+    // a cluster's are. Moving them is a migration of the data, not of the
+    // policy (docs/citus.md).
+    if old.engine != new.engine {
+        refused.push(format!(
+            "`engine` changed from `{}` to `{}`: the tables of an applied policy stay on the engine they were made for; keep `engine: {}`, or compile the policy afresh (an empty --generated directory) for a new database on `{}`",
+            old.engine.as_str(),
+            new.engine.as_str(),
+            old.engine.as_str(),
+            new.engine.as_str()
+        ));
+        return Err(refused);
+    }
+
     if old_runtime != RUNTIME_VERSION {
         let sql = change::runtime_upgrade(old_runtime, old, new);
         frame.grants = true;
@@ -75,10 +89,10 @@ pub(super) fn diff(
                 changes.push(Change {
                     what: format!("add dataset {}", ds.name),
                     slug: format!("add_{}", ds.name),
-                    sql: dataset_create(ds),
+                    sql: dataset_create(ds, new.engine),
                 })
             }
-            Some(before) => match dataset_change(before, ds) {
+            Some(before) => match dataset_change(before, ds, new.engine) {
                 Ok(Some(c)) => {
                     if c.what.contains(": add column ") {
                         frame.grants = true;
@@ -101,13 +115,13 @@ pub(super) fn diff(
                         relation(before)
                     ),
                     slug: format!("release_{}", before.name),
-                    sql: change::remove_dataset(before),
+                    sql: change::remove_dataset(before, new.engine),
                 });
             } else if allow_destructive {
                 changes.push(Change {
                     what: format!("remove dataset {} and drop its table", before.name),
                     slug: format!("remove_{}", before.name),
-                    sql: change::remove_dataset(before),
+                    sql: change::remove_dataset(before, new.engine),
                 });
             } else {
                 refused.push(format!(

@@ -101,7 +101,7 @@ pub fn next_migration(
     sql.push_str(&access::epilogue(policy, frame.grants));
     Ok(Some(Migration {
         file: naming::file(number, &changes),
-        sql,
+        sql: render::finish(policy, sql),
         changes: changes.into_iter().map(|c| c.what).collect(),
     }))
 }

@@ -40,6 +40,41 @@ pub fn estimated_rows(client: &mut impl GenericClient, ds: &Dataset) -> Result<f
     col(&row, 0)
 }
 
+/// The expiry rule of `ds` as this database can evaluate it per row at
+/// `at`: as written (keep_for(), is_held()), or, when its table is a
+/// Citus distributed table, with the retention and the holds written out
+/// by the runtime (run_keep, run_held): a function that reads the settings
+/// cannot be called per row on the workers.
+fn rule_for<'a>(
+    client: &mut impl GenericClient,
+    ds: &'a Dataset,
+    at: DateTime<Utc>,
+) -> Result<Expiry<'a>, DbError> {
+    let citus: bool = client
+        .query_one(
+            "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+            &[],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(ctx(&what(ds, "whether Citus is installed")))?;
+    if !citus {
+        return Ok(Expiry::of(ds));
+    }
+    let r = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                             WHERE p.logicalrelid = $1::text::pg_catalog.regclass AND p.partmethod <> 'n'),
+                    retention.run_keep($2), retention.run_held($2, pg_catalog.to_timestamp($3::float8))",
+            &[&relation(ds), &ds.name, &seconds(at)],
+        )
+        .map_err(ctx(&what(ds, "its rules as the runs write them")))?;
+    let distributed: bool = col(&r, 0)?;
+    if !distributed {
+        return Ok(Expiry::of(ds));
+    }
+    Ok(Expiry::written_out(ds, col(&r, 1)?, col(&r, 2)?))
+}
+
 /// One bar of the age histogram as counted: rows, rows past their
 /// deadline that no hold keeps, rows past it that a hold keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,7 +95,7 @@ pub fn age_histogram(
     buckets: i32,
     sample_percent: Option<f64>,
 ) -> Result<BTreeMap<i32, AgeCount>, DbError> {
-    let rule = Expiry::of(ds);
+    let rule = rule_for(client, ds, at)?;
     let (deadline, held) = (rule.past_deadline(AT), rule.held(AT));
     let sample = sample_percent
         .map(|p| format!(" TABLESAMPLE SYSTEM ({p:.6})"))
@@ -98,7 +133,7 @@ pub fn past_deadline(
     ds: &Dataset,
     at: DateTime<Utc>,
 ) -> Result<(i64, i64), DbError> {
-    let rule = Expiry::of(ds);
+    let rule = rule_for(client, ds, at)?;
     let held = rule.held(AT);
     let sql = format!(
         "SELECT count(*) FILTER (WHERE NOT {held}), count(*) FILTER (WHERE {held}) FROM {} t WHERE {}",
@@ -126,7 +161,7 @@ pub fn oldest(
     ds: &Dataset,
     at: DateTime<Utc>,
 ) -> Result<Option<Oldest>, DbError> {
-    let rule = Expiry::of(ds);
+    let rule = rule_for(client, ds, at)?;
     let sql = format!(
         "SELECT {instant}, {deadline}, {held}
            FROM {rel} t ORDER BY t.{time} LIMIT 1",

@@ -82,6 +82,34 @@ pub enum UniqueKeys {
     IncludeTime,
 }
 
+/// The database a policy targets: one PostgreSQL server, or a Citus cluster
+/// (docs/citus.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// One PostgreSQL server.
+    #[default]
+    Postgresql,
+    /// A Citus cluster: datasets distributed by their tenant from the
+    /// coordinator, the settings tables reference tables.
+    Citus,
+}
+
+impl Engine {
+    /// The name in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgresql => "postgresql",
+            Engine::Citus => "citus",
+        }
+    }
+
+    /// Whether this is the default engine (one PostgreSQL server).
+    pub fn is_postgresql(&self) -> bool {
+        *self == Engine::Postgresql
+    }
+}
+
 /// Which rows a retention change reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +167,10 @@ pub struct Policy {
     /// Erasure across datasets by one key, in policy order.
     #[serde(default)]
     pub subjects: Vec<Subject>,
+    /// The engine the policy targets (recorded only when not the default,
+    /// so that state files written before `engine` existed still match).
+    #[serde(default, skip_serializing_if = "Engine::is_postgresql")]
+    pub engine: Engine,
 }
 
 /// A subject of erasure (GDPR art. 17): one key, held in a column of each

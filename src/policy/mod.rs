@@ -36,6 +36,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "access",
     "run_log_keep",
     "subjects",
+    "engine",
 ];
 
 /// One policy file: its text, positions and parsed content.
@@ -181,6 +182,8 @@ pub(crate) struct ParsedFile {
     pub access: Option<AccessSpec>,
     /// `run_log_keep`, when present and text.
     pub run_log_keep: Option<String>,
+    /// `engine`, when present and one of the engines.
+    pub engine: Option<crate::model::Engine>,
     /// `subjects`, when present and well-formed (name → dataset → column).
     pub subjects: Vec<(String, spec::SubjectSpec)>,
     /// `environments` is present but invalid (reported): the allowed

@@ -146,6 +146,7 @@ pub(super) fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Op
         holds: Vec::new(),
         access: None,
         run_log_keep: None,
+        engine: None,
         subjects: Vec::new(),
         environments_invalid: false,
         datasets_invalid: false,
@@ -215,6 +216,16 @@ pub(super) fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Op
                     value,
                     &path,
                     "`access`",
+                    diags,
+                    &mut file.reported,
+                )
+            }
+            "engine" => {
+                file.engine = de(
+                    &file.src,
+                    value,
+                    &path,
+                    "`engine`",
                     diags,
                     &mut file.reported,
                 )

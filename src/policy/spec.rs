@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ChangesApplyTo, Granularity, OnExpiry, UniqueKeys};
+use crate::model::{ChangesApplyTo, Engine, Granularity, OnExpiry, UniqueKeys};
 
 /// A duration: a whole number and a unit, e.g. `365 days`, `1 year`, `12 hours`.
 /// (Zero is not a duration: the number has a non-zero digit.)
@@ -49,6 +49,11 @@ pub struct PolicyFile {
     /// of the evidence. Strongly recommended; in one policy file only.
     #[serde(default)]
     pub access: Option<AccessSpec>,
+    /// The database the policy targets: `postgresql` (one server, the
+    /// default) or `citus` (a Citus cluster: every dataset needs a `tenant`,
+    /// its distribution column). The same in every file that sets it.
+    #[serde(default)]
+    pub engine: Option<Engine>,
     /// How long `retention.run_log` keeps a run's record, e.g. `400 days`
     /// (the default). Enforcement runs remove older records.
     #[serde(default)]

@@ -11,7 +11,7 @@
 //! the owner's; the closing grants the application roles and readers exactly
 //! what SPEC §3 lists. Pure functions, no I/O.
 
-use crate::model::{Access, ChangesApplyTo, Dataset, Policy, STAMP_COLUMN};
+use crate::model::{Access, ChangesApplyTo, Dataset, Engine, Policy, STAMP_COLUMN};
 
 use super::names::{self, archive_relation, relation, FINGERPRINT_TABLE};
 use super::text::{comment, dollar_quoted, ident, lit};
@@ -92,6 +92,9 @@ pub fn prologue(policy: &Policy, transfer: Option<Transfer>) -> String {
          -- ---------------------------------------------------------------------------\n\
          SET LOCAL search_path = pg_catalog, pg_temp;\n",
     );
+    if policy.engine == Engine::Citus {
+        s.push_str(&super::citus::preamble());
+    }
     if transfer == Some(Transfer::ToApplier) {
         s.push_str("\n-- access removed from the policy: what pgretain made now belongs to the role that applies\n");
         s.push_str(&ownership("CURRENT_USER"));
@@ -163,6 +166,16 @@ pub fn prologue(policy: &Policy, transfer: Option<Transfer>) -> String {
             "\n-- access: what pgretain made before (as the role that applied it) now belongs to {owner}\n"
         ));
         s.push_str(&ownership(&lit(&a.owner)));
+    }
+    if policy.engine == Engine::Citus {
+        // One connection per role to each worker: what the owner made
+        // would not see what the role that applies made before it, not yet
+        // committed. So the role that applies makes everything, and gives
+        // it to the owner at the end (epilogue).
+        s.push_str(&format!(
+            "\n-- access (engine: citus): everything is created by the role that applies and given to {owner}\n-- at the end of the migration (see docs/citus.md)\n"
+        ));
+        return s;
     }
     s.push_str(&format!(
         "\n-- access: from here on, everything is created by (and owned by) {owner}\nSET LOCAL ROLE {owner};\n"
@@ -252,6 +265,13 @@ pub fn epilogue(policy: &Policy, grants: bool) -> String {
          REVOKE ALL ON ALL SEQUENCES IN SCHEMA retention FROM PUBLIC;\n\
          REVOKE ALL ON ALL ROUTINES IN SCHEMA retention FROM PUBLIC;\n",
     );
+    if let (Some(a), Engine::Citus) = (&policy.access, policy.engine) {
+        s.push_str(&format!(
+            "\n-- access (engine: citus): what this migration made now belongs to {}\n",
+            ident(&a.owner)
+        ));
+        s.push_str(&ownership(&lit(&a.owner)));
+    }
     if let (Some(a), true) = (&policy.access, grants) {
         s.push_str(&grants_sql(policy, a));
     }
@@ -312,6 +332,27 @@ fn grants_sql(policy: &Policy, a: &Access) -> String {
             s.push_str(&format!(
                 "GRANT SELECT ON {} TO {readers};\n",
                 views.join(", ")
+            ));
+        }
+        if policy.engine == Engine::Citus && !policy.datasets.is_empty() {
+            let funcs: Vec<String> = policy
+                .datasets
+                .iter()
+                .map(|d| format!("{}()", names::expired_rows_function(d)))
+                .collect();
+            s.push_str(&format!(
+                "GRANT EXECUTE ON FUNCTION {} TO {readers};   -- behind the views (engine: citus)\n",
+                funcs.join(", ")
+            ));
+            // On Citus the operator commands count with the runs' own
+            // written-out rules (keep_for() and is_held() cannot be called
+            // per row of a distributed table): read-only, from settings
+            // the readers may read.
+            s.push_str(&format!(
+                "GRANT EXECUTE ON FUNCTION retention.run_predicate(text, timestamptz), retention.run_keep(text), \
+                 retention.run_held(text, timestamptz), retention.clock_literal(text, timestamptz), \
+                 retention.distributed(regclass) TO {readers};   -- the runs' rules, written out (engine: citus)\n\
+                 GRANT SELECT ON retention.tenant_keep TO {readers};   -- the tenant settings' copy (engine: citus)\n"
             ));
         }
         s.push_str(&format!(

@@ -3,7 +3,9 @@
 //! `compile` decides what changed and which changes are safe; here is how
 //! each one is written. Pure functions, no I/O.
 
-use crate::model::{ChangesApplyTo, Column, ColumnType, Dataset, Policy, Source, STAMP_COLUMN};
+use crate::model::{
+    ChangesApplyTo, Column, ColumnType, Dataset, Engine, Policy, Source, STAMP_COLUMN,
+};
 
 use super::dataset::{dataset_settings, expired_view, index, procedure_sql, replica_identity};
 use super::expiry::Expiry;
@@ -11,7 +13,7 @@ use super::names::{self, archive_relation, procedure, relation, Trigger};
 use super::rules::config;
 use super::text::{comment, dollar_quoted, ident, lit};
 use super::triggers::triggers;
-use super::{RUNTIME_SQL, RUNTIME_VERSION};
+use super::{runtime_for, RUNTIME_VERSION};
 
 /// The runtime of this pgretain installed over the one of version
 /// `old_runtime`, and every dataset `old` and `new` share re-emitted as this
@@ -21,7 +23,7 @@ pub fn runtime_upgrade(old_runtime: u32, old: &Policy, new: &Policy) -> String {
     let mut sql = format!(
         "-- pgretain's runtime changed (version {old_runtime} -> {RUNTIME_VERSION}): install the new one\n"
     );
-    sql.push_str(RUNTIME_SQL);
+    sql.push_str(&runtime_for(new.engine));
     sql.push('\n');
     sql.push_str(&config(new));
     for ds in &new.datasets {
@@ -36,7 +38,7 @@ pub fn runtime_upgrade(old_runtime: u32, old: &Policy, new: &Policy) -> String {
                 sql.push_str(&restamp(before));
             }
             sql.push_str(&procedure_sql(before));
-            sql.push_str(&expired_view(before));
+            sql.push_str(&expired_view(before, new.engine));
             if old_runtime < 3 && before.columns.is_some() {
                 sql.push_str(&replica_identity(before));
                 sql.push_str(&format!(
@@ -173,12 +175,17 @@ fn archive_type(ty: &ColumnType) -> &str {
 
 /// The view of expired rows rebuilt: it lists `t.*`, frozen when it was
 /// created, so it shows added columns only when made again.
-pub fn rebuild_view(ds: &Dataset) -> String {
+pub fn rebuild_view(ds: &Dataset, engine: Engine) -> String {
     format!(
-        "\n-- {}: the view of expired rows is rebuilt to show the new column(s)\nDROP VIEW IF EXISTS {};{}",
+        "\n-- {}: the view of expired rows is rebuilt to show the new column(s)\nDROP VIEW IF EXISTS {};{}{}",
         ds.name,
         names::expired_view(ds),
-        expired_view(ds)
+        if engine == Engine::Citus {
+            format!("\nDROP FUNCTION IF EXISTS {}();", names::expired_rows_function(ds))
+        } else {
+            String::new()
+        },
+        expired_view(ds, engine)
     )
 }
 
@@ -219,7 +226,7 @@ pub fn triggers_change(old: &Dataset, new: &Dataset) -> String {
 /// Remove a dataset entirely (only with `--allow-destructive`). An adopted
 /// table (no `columns`) is the application's: it stays, with every row;
 /// only pgretain's machinery on it goes.
-pub fn remove_dataset(ds: &Dataset) -> String {
+pub fn remove_dataset(ds: &Dataset, engine: Engine) -> String {
     if ds.columns.is_none() {
         return release_dataset(ds);
     }
@@ -232,8 +239,15 @@ pub fn remove_dataset(ds: &Dataset) -> String {
             .unwrap_or_default(),
         them = if ds.archive.is_some() { "them" } else { "it" },
     );
-    // Overrides, holds and tenant settings go with the row (ON DELETE CASCADE).
+    // Overrides, holds and tenant settings go with the row (ON DELETE
+    // CASCADE; on Citus tenant settings have no foreign key: docs/citus.md).
     s.push_str(&drop_moved(ds));
+    if engine == Engine::Citus {
+        s.push_str(&format!(
+            "DELETE FROM retention.tenant_setting WHERE dataset = {};\n",
+            lit(&ds.name)
+        ));
+    }
     s.push_str(&format!(
         "DELETE FROM retention.dataset WHERE name = {};\n",
         lit(&ds.name)

@@ -4,7 +4,7 @@
 
 use sea_query::{Alias, ColumnDef, Expr, Index, PostgresQueryBuilder, TableBuilder};
 
-use crate::model::{ChangesApplyTo, Clock, Dataset, Granularity, UniqueKeys, STAMP_COLUMN};
+use crate::model::{ChangesApplyTo, Clock, Dataset, Engine, Granularity, UniqueKeys, STAMP_COLUMN};
 
 use super::expiry::Expiry;
 use super::names::{
@@ -153,7 +153,7 @@ ON CONFLICT (name) DO UPDATE SET
 
 /// Everything a new dataset needs: settings, table, partitions, triggers,
 /// archive, the enforcement procedure and the view of its expired rows.
-pub fn dataset_create(ds: &Dataset) -> String {
+pub fn dataset_create(ds: &Dataset, engine: Engine) -> String {
     let mut s = String::new();
     let rel = relation(ds);
     let name = &ds.name;
@@ -265,6 +265,9 @@ pub fn dataset_create(ds: &Dataset) -> String {
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF {rel} DEFAULT;\n",
         default_partition(&ds.schema, &ds.table)
     ));
+    if let (Engine::Citus, Some(tenant)) = (engine, &ds.tenant) {
+        s.push_str(&super::citus::distribute(&rel, tenant, name));
+    }
     s.push_str(&format!(
         "\n-- {name}: indexes for enforcement, holds and erasure ({})\n",
         comment(&ds.source.to_string())
@@ -291,13 +294,20 @@ pub fn dataset_create(ds: &Dataset) -> String {
             "CREATE TABLE IF NOT EXISTS {} PARTITION OF {arch} DEFAULT;\n",
             default_partition(&a.schema, &ds.table)
         ));
+        if let (Engine::Citus, Some(tenant)) = (engine, &ds.tenant) {
+            s.push_str(&super::citus::distribute(
+                &arch,
+                tenant,
+                &format!("{name} (archive)"),
+            ));
+        }
         s.push_str(&index(&a.schema, &ds.table, &["retention_deadline"]));
         if let Some(e) = &ds.erase_by {
             s.push_str(&index(&a.schema, &ds.table, &[e]));
         }
     }
     s.push_str(&procedure_sql(ds));
-    s.push_str(&expired_view(ds));
+    s.push_str(&expired_view(ds, engine));
     s.push_str(&format!(
         "\n-- {name}: partitions from as far back as a row can still be live through {} ahead ({})\n",
         premake(ds.partition),
@@ -403,8 +413,15 @@ pub fn procedure_sql(ds: &Dataset) -> String {
     )
 }
 
-/// A view of exactly the rows the next enforcement run would remove.
-pub fn expired_view(ds: &Dataset) -> String {
+/// A view of exactly the rows the next enforcement run would remove. On
+/// Citus, a function that reads the settings tables cannot filter a
+/// distributed table's rows on the workers, so the view reads a function
+/// that runs the run's own predicate (`retention.run_predicate`: the policy
+/// and the holds at now() written out as literals) on the coordinator.
+pub fn expired_view(ds: &Dataset, engine: Engine) -> String {
+    if engine == Engine::Citus {
+        return expired_view_citus(ds);
+    }
     format!(
         "\n-- {name}: exactly the rows a run starting now would remove ({src})\n\
          CREATE OR REPLACE VIEW {view} AS\nSELECT t.* FROM {rel} t\nWHERE {cond};\n",
@@ -413,5 +430,50 @@ pub fn expired_view(ds: &Dataset) -> String {
         view = names::expired_view(ds),
         rel = relation(ds),
         cond = Expiry::of(ds).expired("pg_catalog.now()"),
+    )
+}
+
+/// The Citus view of expired rows (see [`expired_view`]). SECURITY
+/// DEFINER: readers read it as they read a view, with its owner's rights.
+/// Its columns are the table's as the policy makes it (a function returning
+/// the table's own row type would depend on the table in a way Citus cannot
+/// distribute); like a view's `t.*`, a column added later shows once the
+/// view is made again.
+fn expired_view_citus(ds: &Dataset) -> String {
+    let rel = relation(ds);
+    let mut cols: Vec<(String, String)> = ds
+        .columns
+        .iter()
+        .flatten()
+        .map(|c| (c.name.clone(), c.ty.sql_type.clone()))
+        .collect();
+    if ds.changes_apply_to == ChangesApplyTo::NewRows {
+        cols.push((STAMP_COLUMN.to_string(), "interval".to_string()));
+    }
+    let select = cols
+        .iter()
+        .map(|(n, _)| format!("t.{}", ident(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let returns = cols
+        .iter()
+        .map(|(n, ty)| format!("{} {ty}", ident(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let body = format!(
+        "\nBEGIN\n    RETURN QUERY EXECUTE pg_catalog.format('SELECT %s FROM %s t WHERE %s', {select}::text, {rel_lit}::text,\n                                           retention.run_predicate({l}::text, pg_catalog.now()))\n        USING pg_catalog.now();\nEND\n",
+        select = lit(&select),
+        rel_lit = lit(&rel),
+        l = lit(&ds.name),
+    );
+    format!(
+        "\n-- {name}: exactly the rows a run starting now would remove: the run's own predicate,\n-- run on the coordinator (engine: citus) ({src})\n\
+         CREATE OR REPLACE FUNCTION {func}()\nRETURNS TABLE ({returns})\nLANGUAGE plpgsql STABLE\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nAS {body};\n\
+         CREATE OR REPLACE VIEW {view} AS\nSELECT * FROM {func}();\n",
+        name = ds.name,
+        src = comment(&ds.keep_source.to_string()),
+        func = names::expired_rows_function(ds),
+        view = names::expired_view(ds),
+        body = dollar_quoted("body", &body),
     )
 }

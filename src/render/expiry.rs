@@ -14,15 +14,35 @@ use crate::model::{ChangesApplyTo, Clock, Dataset, STAMP_COLUMN};
 use super::text::{comment, ident, lit};
 
 /// The expiry rule of one dataset, over row `t`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Expiry<'a> {
     ds: &'a Dataset,
+    /// The retention and the holds written out, as a run writes them
+    /// (`retention.run_keep`, `retention.run_held`), in place of
+    /// keep_for() and is_held(): on Citus, a function that reads the
+    /// settings cannot be called per row of a distributed table.
+    written_out: Option<(String, String)>,
 }
 
 impl<'a> Expiry<'a> {
     /// The rule of `ds`.
     pub fn of(ds: &'a Dataset) -> Expiry<'a> {
-        Expiry { ds }
+        Expiry {
+            ds,
+            written_out: None,
+        }
+    }
+
+    /// The rule of `ds` with its retention (`keep`, SQL over row `t`) and
+    /// its holds at the time in question (`held`, SQL over row `t`; `None`:
+    /// no hold is active) written out, as `retention.run_keep()` and
+    /// `retention.run_held()` give them.
+    pub fn written_out(ds: &'a Dataset, keep: String, held: Option<String>) -> Expiry<'a> {
+        let held = held.map(|h| format!("coalesce(({h}), false)"));
+        Expiry {
+            ds,
+            written_out: Some((keep, held.unwrap_or_else(|| "false".into()))),
+        }
     }
 
     /// Column `column` of row `t` as text, or `NULL::text` without one.
@@ -53,6 +73,9 @@ impl<'a> Expiry<'a> {
     /// The retention of row `t`: its stamp (`changes_apply_to: new_rows`),
     /// or the retention in force now.
     pub fn keep(&self) -> String {
+        if let Some((keep, _)) = &self.written_out {
+            return keep.clone();
+        }
         if self.ds.changes_apply_to == ChangesApplyTo::NewRows {
             format!("t.{}", ident(STAMP_COLUMN))
         } else {
@@ -105,6 +128,12 @@ impl<'a> Expiry<'a> {
 
     /// Whether a legal hold covers row `t` at `at`.
     pub fn held(&self, at: &str) -> String {
+        if let Some((_, held)) = &self.written_out {
+            // Written out for `at` already; `at` is still named (never
+            // NULL, so it changes nothing) so that a statement keeps it as
+            // a parameter.
+            return format!("({held} OR {at} IS NULL)");
+        }
         format!(
             "retention.is_held({}::text, {}, {}, {at})",
             lit(&self.ds.name),

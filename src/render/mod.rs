@@ -9,10 +9,11 @@
 //! with no policy input at all. Output is deterministic: same model, same
 //! bytes.
 
-use crate::model::{Duration, Policy};
+use crate::model::{Duration, Engine, Policy};
 
 pub mod access;
 pub mod change;
+pub mod citus;
 pub mod dataset;
 pub mod expiry;
 pub mod names;
@@ -49,10 +50,19 @@ use text::{comment, lit};
 /// in can be past, drops months everything in is past, and deletes the rest
 /// in batches (`run_archive_expiry()`), with archive months made back to
 /// `T - archive keep` (`premake_archive()`).
-pub const RUNTIME_VERSION: u32 = 6;
+pub const RUNTIME_VERSION: u32 = 7;
 
 /// The shared machinery of the `retention` schema.
 pub const RUNTIME_SQL: &str = include_str!("runtime.sql");
+
+/// The runtime as a migration installs it on `engine`: on Citus with the
+/// settings tables made reference tables (`citus::runtime`).
+pub fn runtime_for(engine: Engine) -> String {
+    match engine {
+        Engine::Postgresql => RUNTIME_SQL.to_string(),
+        Engine::Citus => citus::runtime(),
+    }
+}
 
 /// An interval literal: `interval '365 days'`.
 pub fn interval(d: Duration) -> String {
@@ -95,14 +105,14 @@ pub fn initial(policy: &Policy) -> String {
     );
     s.push_str(&access::prologue(policy, None));
     s.push('\n');
-    s.push_str(RUNTIME_SQL);
+    s.push_str(&runtime_for(policy.engine));
     s.push('\n');
     s.push_str(&config(policy));
     s.push('\n');
     s.push_str(&environments(&policy.environments));
     for ds in &policy.datasets {
         s.push('\n');
-        s.push_str(&dataset_create(ds));
+        s.push_str(&dataset_create(ds, policy.engine));
     }
     if !policy.overrides.is_empty() {
         s.push_str("\n-- ---------------------------------------------------------------------------\n-- Policy overrides (most specific first)\n-- ---------------------------------------------------------------------------\n");
@@ -124,5 +134,14 @@ pub fn initial(policy: &Policy) -> String {
     }
     s.push('\n');
     s.push_str(&access::epilogue(policy, true));
-    s
+    finish(policy, s)
+}
+
+/// A whole migration as the policy's engine runs it: on Citus, each DDL
+/// statement its own query (`citus::one_query_each`).
+pub fn finish(policy: &Policy, sql: String) -> String {
+    match policy.engine {
+        Engine::Postgresql => sql,
+        Engine::Citus => citus::one_query_each(&sql),
+    }
 }

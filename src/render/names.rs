@@ -105,6 +105,12 @@ pub fn expired_view_named(dataset: &str) -> String {
     format!("retention.{}", ident(&format!("expired_{dataset}")))
 }
 
+/// The function behind the view of expired rows on Citus:
+/// `retention."expired_rows_sessions"`.
+pub fn expired_rows_function(ds: &Dataset) -> String {
+    format!("retention.{}", ident(&format!("expired_rows_{}", ds.name)))
+}
+
 /// The triggers pgretain puts on a dataset's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {

@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------
--- pgretain runtime, version 6: the `retention` schema's machinery.
+-- pgretain runtime, version 7: the `retention` schema's machinery.
 --
 -- Everything pgretain needs in the database lives in schema `retention`:
 --   retention.dataset          one row per policy dataset (written by migrations only)
@@ -296,6 +296,140 @@ CREATE TABLE IF NOT EXISTS retention.archive_moved (
 COMMENT ON TABLE retention.archive_moved IS
     'pgretain: partitions moved whole into an archive, with the retentions in force when they moved (written by the runs)';
 
+-- ---------------------------------------------------------------------------
+-- The functions. (Above: the tables. On Citus, `engine: citus`, the
+-- migration makes the settings tables reference tables here, before the
+-- functions and triggers that read them are created: see docs/citus.md.)
+-- ---------------------------------------------------------------------------
+
+-- distributed(relation): whether the relation is a table Citus distributes
+-- by a column (the partitions of a distributed table are distributed
+-- tables too). False without Citus. Such a table's rows live in shards on
+-- the workers: the coordinator's table is empty, its blocks and ctids mean
+-- nothing, so the run works on it by key ranges (key_slice), never by
+-- ctid, and never moves or copies its partitions (docs/citus.md).
+-- (Version 7.) Read through EXECUTE: the catalog exists only with Citus.
+CREATE OR REPLACE FUNCTION retention.distributed(p_relation regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                             WHERE p.logicalrelid = $1 AND p.partmethod <> ''n'')'
+        INTO v USING p_relation;
+    RETURN v;
+END
+$$;
+
+-- on_coordinator(): false only on a Citus worker. A write to a settings
+-- table (a reference table on Citus: a copy on every node) fires its
+-- triggers on every node; the one that remembers a retention in
+-- keep_history (itself a reference table, written to every node) does so
+-- once, on the coordinator. (Version 7.)
+CREATE OR REPLACE FUNCTION retention.on_coordinator()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v boolean;
+BEGIN
+    IF to_regprocedure('pg_catalog.citus_is_coordinator()') IS NULL THEN
+        RETURN true;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO v;
+    RETURN v;
+END
+$$;
+
+-- slices(): how many equal key ranges a distributed relation is cut into
+-- for row-level work: its "pages" (pages_of), so that batches of pages
+-- [from, from + n) work on it as on any table. (Version 7.)
+CREATE OR REPLACE FUNCTION retention.slices()
+RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN 4096::bigint;
+
+-- slice_step(relation, pages): how many slices of a distributed relation
+-- hold about `pages` pages of its rows, all shards together
+-- (citus_relation_size): batches on it are as large as on one server.
+CREATE OR REPLACE FUNCTION retention.slice_step(p_relation regclass, p_pages bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_bytes bigint;
+BEGIN
+    EXECUTE 'SELECT pg_catalog.citus_relation_size($1)' INTO v_bytes USING p_relation;
+    RETURN least(retention.slices(),
+                 greatest(1, ceil(retention.slices()::numeric * p_pages
+                                  / greatest(1, v_bytes / current_setting('block_size')::bigint)))::bigint);
+END
+$$;
+
+-- key_slice(dataset, relation, archive, from, n): the rows of slices
+-- [from, from + n) of a distributed relation, as a condition over a row
+-- `t`: of its partition bounds (the clock's; an archive's on
+-- retention_deadline) cut into slices() equal ranges, from the start of
+-- slice `from` (none for the first) to the start of slice from + n (none
+-- past the last). Each boundary is the same whichever batch computes it,
+-- so the batches of a run cover the relation exactly, however its size
+-- changes between them; and each is served by the index on the clock of
+-- every shard. A relation without finite bounds (a default partition) is
+-- one slice: `true`. (Version 7.)
+CREATE OR REPLACE FUNCTION retention.key_slice(p_dataset text, p_relation regclass, p_archive boolean,
+                                               p_from bigint, p_n bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    d       retention.dataset;
+    v_lower timestamptz;
+    v_upper timestamptz;
+    v_s     bigint := retention.slices();
+    v_parts text[] := '{}';
+BEGIN
+    SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
+    IF p_archive THEN
+        SELECT b[1]::timestamptz, b[2]::timestamptz INTO v_lower, v_upper
+          FROM pg_class c
+          CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                                          'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)') AS b
+         WHERE c.oid = p_relation;
+    ELSE
+        SELECT p.lower_bound, p.upper_bound INTO v_lower, v_upper
+          FROM retention.partitions(p_dataset) p WHERE p.partition = p_relation;
+    END IF;
+    IF v_lower IS NULL OR v_upper IS NULL OR NOT isfinite(v_lower) OR NOT isfinite(v_upper) THEN
+        RETURN 'true';
+    END IF;
+    IF p_from > 0 THEN
+        v_parts := v_parts || format('t.%I >= %s',
+                                     CASE WHEN p_archive THEN 'retention_deadline' ELSE d.time_column END,
+                                     CASE WHEN p_archive THEN format('%L::timestamptz', v_lower + (v_upper - v_lower) * (p_from::float8 / v_s))
+                                          ELSE retention.clock_literal(p_dataset, v_lower + (v_upper - v_lower) * (p_from::float8 / v_s)) END);
+    END IF;
+    IF p_from + p_n < v_s THEN
+        v_parts := v_parts || format('t.%I < %s',
+                                     CASE WHEN p_archive THEN 'retention_deadline' ELSE d.time_column END,
+                                     CASE WHEN p_archive THEN format('%L::timestamptz', v_lower + (v_upper - v_lower) * ((p_from + p_n)::float8 / v_s))
+                                          ELSE retention.clock_literal(p_dataset, v_lower + (v_upper - v_lower) * ((p_from + p_n)::float8 / v_s)) END);
+    END IF;
+    RETURN coalesce(nullif(array_to_string(v_parts, ' AND '), ''), 'true');
+END
+$$;
+
 -- keep_for(dataset, tenant, environment): the retention in force for a row
 -- (SPEC §3), in this order, the first that applies:
 --   1. (holds are checked separately, by is_held)
@@ -407,6 +541,40 @@ RETURN extract(year FROM p_keep) >= 0::numeric AND extract(month FROM p_keep) >=
    AND extract(minute FROM p_keep) >= 0::numeric AND extract(second FROM p_keep) >= 0::numeric
    AND p_keep > interval '0';
 
+-- remember(dataset, keep): keep_history remembers a retention a row may
+-- be stamped with, and a value a run had marked out of force is in force
+-- again (run_forget). (Version 7.) On Citus, once, by the coordinator:
+-- a write to a reference table (retention.dataset, policy_override) fires
+-- its triggers on every node's copy, and keep_history, a reference table
+-- itself, is written on every node by the coordinator's one insert, a
+-- distributed statement within the write of the coordinator's copy, which
+-- Citus allows only when told, for that statement alone.
+CREATE OR REPLACE FUNCTION retention.remember(p_dataset text, p_keep interval)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = 'postgres'
+AS $$
+DECLARE
+    v_citus  boolean := to_regprocedure('pg_catalog.citus_is_coordinator()') IS NOT NULL;
+    v_nested text;
+BEGIN
+    IF NOT retention.on_coordinator() THEN
+        RETURN;
+    END IF;
+    IF v_citus THEN
+        v_nested := current_setting('citus.allow_nested_distributed_execution', true);
+        PERFORM set_config('citus.allow_nested_distributed_execution', 'on', true);
+    END IF;
+    INSERT INTO retention.keep_history AS h (dataset, keep) VALUES (p_dataset, p_keep)
+        ON CONFLICT (dataset, keep_text) DO UPDATE SET out_of_force_since = NULL, out_of_force_xmax = NULL
+        WHERE h.out_of_force_xmax IS NOT NULL;
+    IF v_citus THEN
+        PERFORM set_config('citus.allow_nested_distributed_execution', coalesce(v_nested, 'off'), true);
+    END IF;
+END
+$$;
+
 -- tenant_setting_check: run-time settings must stay within the dataset's
 -- bounds for every row; anything else is rejected with SQLSTATE 23514 and a
 -- message the application can show. SECURITY DEFINER: the application
@@ -459,9 +627,7 @@ BEGIN
     END IF;
     NEW.updated_at := now();
     -- Remembered, and in force again if a run had marked it out of force.
-    INSERT INTO retention.keep_history AS h (dataset, keep) VALUES (NEW.dataset, NEW.keep)
-        ON CONFLICT (dataset, keep_text) DO UPDATE SET out_of_force_since = NULL, out_of_force_xmax = NULL
-        WHERE h.out_of_force_xmax IS NOT NULL;
+    PERFORM retention.remember(NEW.dataset, NEW.keep);
     RETURN NEW;
 END
 $$;
@@ -495,10 +661,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    INSERT INTO retention.keep_history AS h (dataset, keep)
-        VALUES (to_jsonb(NEW) ->> TG_ARGV[0], NEW.keep)   -- TG_ARGV[0]: the column naming the dataset
-        ON CONFLICT (dataset, keep_text) DO UPDATE SET out_of_force_since = NULL, out_of_force_xmax = NULL
-        WHERE h.out_of_force_xmax IS NOT NULL;            -- in force again
+    PERFORM retention.remember(to_jsonb(NEW) ->> TG_ARGV[0], NEW.keep);   -- TG_ARGV[0]: the column naming the dataset
     RETURN NEW;
 END
 $$;
@@ -1420,7 +1583,28 @@ BEGIN
     SELECT array_agg(x.tenant ORDER BY x.tenant) INTO v_special
       FROM (SELECT o.tenant FROM retention.policy_override o WHERE o.dataset = p_dataset AND o.tenant IS NOT NULL
             UNION SELECT s.tenant FROM retention.tenant_setting s WHERE s.dataset = p_dataset) x;
-    IF v_special IS NOT NULL THEN
+    IF v_special IS NOT NULL AND retention.distributed(d.relation::regclass) THEN
+        -- On Citus a function that reads tables may not decide a CASE of a
+        -- DELETE on a distributed table: each such tenant's keep_for() is
+        -- written out too, per environment that has a rule of its own (any
+        -- other environment, or none, gets keep_for(..., NULL): no rule
+        -- names it).
+        SELECT 'CASE' || string_agg(format(' WHEN %s = %L::text THEN %s', v_tenant, x.tenant, x.keep), '' ORDER BY x.tenant)
+               || format(' ELSE %s END', v_keep)
+          INTO v_keep
+          FROM (SELECT t.tenant,
+                       coalesce('CASE' || (SELECT string_agg(format(' WHEN %s = %L::text THEN %L::interval', v_env, e.environment,
+                                                                    retention.keep_for(p_dataset, t.tenant, e.environment)),
+                                                             '' ORDER BY e.environment)
+                                             FROM (SELECT o.environment FROM retention.policy_override o
+                                                    WHERE o.dataset = p_dataset AND (o.tenant = t.tenant OR o.tenant IS NULL)
+                                                      AND o.environment IS NOT NULL
+                                                   UNION SELECT s.environment FROM retention.tenant_setting s
+                                                    WHERE s.dataset = p_dataset AND s.tenant = t.tenant AND s.environment IS NOT NULL) e)
+                                || format(' ELSE %L::interval END', retention.keep_for(p_dataset, t.tenant, NULL)),
+                                format('%L::interval', retention.keep_for(p_dataset, t.tenant, NULL))) AS keep
+                  FROM unnest(v_special) AS t(tenant)) x;
+    ELSIF v_special IS NOT NULL THEN
         v_keep := format('CASE WHEN %s = ANY (%L::text[]) THEN retention.keep_for(%L::text, %s, %s) ELSE %s END',
                          v_tenant, v_special, d.name, v_tenant, v_env, v_keep);
     END IF;
@@ -1500,7 +1684,13 @@ DECLARE
     v_which text;
 BEGIN
     SELECT * INTO STRICT d FROM retention.dataset WHERE name = p_dataset;
-    IF p_from_page < 0 THEN   -- by index: up to p_pages rows the predicate finds, wherever they are
+    IF retention.distributed(p_relation) THEN
+        -- Citus: a key range of slices (key_slice), on every shard at once;
+        -- by index, every row the predicate finds (it names the tenants, so
+        -- only their shards are read).
+        v_which := CASE WHEN p_from_page < 0 THEN v_pred
+                        ELSE retention.key_slice(p_dataset, p_relation, false, p_from_page, p_pages) || ' AND ' || v_pred END;
+    ELSIF p_from_page < 0 THEN   -- by index: up to p_pages rows the predicate finds, wherever they are
         v_which := format('t.ctid = ANY (ARRAY(SELECT t.ctid FROM %s t WHERE %s LIMIT %s))', p_relation, v_pred, p_pages);
     ELSE
         v_which := format('t.ctid >= $2 AND t.ctid < $3 AND %s', v_pred);
@@ -1525,11 +1715,13 @@ BEGIN
 END
 $$;
 
--- pages_of(relation): the relation's size in pages.
+-- pages_of(relation): the relation's size in pages; a distributed
+-- relation's "pages" are its slices (key_slice).
 CREATE OR REPLACE FUNCTION retention.pages_of(p_relation regclass)
 RETURNS bigint
 LANGUAGE sql STABLE
-RETURN pg_relation_size(p_relation) / current_setting('block_size'::text)::bigint;
+RETURN CASE WHEN retention.distributed(p_relation) THEN retention.slices()
+            ELSE pg_relation_size(p_relation) / current_setting('block_size'::text)::bigint END;
 
 -- error_note(what, sqlstate, message): one line for the run log: what was
 -- being done, and the error, e.g. `app.t_p20260101: lock timeout (55P03): ...`.
@@ -2111,6 +2303,7 @@ BEGIN
                     EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s t WHERE %s LIMIT 10001) x',
                                    p_partition, p_held) INTO v_n;
                     SELECT CASE WHEN d.archive_relation IS NULL AND v_n <= 10000 AND v_n * 5 <= c.reltuples
+                                     AND NOT retention.distributed(p_partition)
                                 THEN 'copy' ELSE 'rows' END
                       INTO action FROM pg_class c WHERE c.oid = p_partition;
                     kept := v_n;
@@ -2153,7 +2346,9 @@ BEGIN
                 -- are recorded with it). If the move cannot be done (the
                 -- table's shape no longer matches `<archive>_moved`, a name
                 -- taken, ...), its rows are archived row by row, as ever.
+                -- (Not on Citus: a distributed table has no inheritance children.)
                 EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %s)', p_partition) INTO v_move;
+                v_move := v_move AND NOT retention.distributed(p_partition);
                 v_stamps := NULL;
                 IF v_move AND d.new_rows THEN
                     EXECUTE format('SELECT count(*) FILTER (WHERE NOT coalesce(%s, false)),
@@ -2508,6 +2703,8 @@ DECLARE
     v_name  text := p_partition::text;
     v_state text;
     v_msg   text;
+    v_dist  boolean := retention.distributed(p_partition);
+    v_pages bigint := p_pages;
 BEGIN
     removed := 0;
     retries := 0;
@@ -2517,13 +2714,17 @@ BEGIN
         note := v_name || ': not archived: the archive cannot take the table''s shape (see above)';
         RETURN;
     END IF;
+    IF v_dist AND p_from_page >= 0 THEN
+        v_pages := retention.slice_step(p_partition, p_pages);   -- slices holding about p_pages pages
+    END IF;
     LOOP
         BEGIN
-            IF p_from_page > retention.pages_of(p_partition) THEN
+            IF p_from_page > retention.pages_of(p_partition) OR (v_dist AND p_from_page >= retention.slices()) THEN
                 RETURN;   -- done: next_page stays NULL
             END IF;
-            removed := retention.remove_batch(p_dataset, p_partition, p_t, p_from_page, p_pages, p_pred);
-            next_page := CASE WHEN p_from_page >= 0 THEN p_from_page + p_pages
+            removed := retention.remove_batch(p_dataset, p_partition, p_t, p_from_page, v_pages, p_pred);
+            next_page := CASE WHEN p_from_page >= 0 THEN p_from_page + v_pages
+                              WHEN v_dist THEN NULL   -- by index on Citus: every row at once
                               WHEN removed >= p_pages THEN p_from_page END;   -- by index: again while batches are full
             RETURN;
         EXCEPTION
@@ -2583,6 +2784,9 @@ AS $$
 DECLARE
     v_n bigint;
 BEGIN
+    IF retention.distributed(p_partition) THEN
+        RETURN NULL;   -- on Citus kept rows are never copied out: the expired ones go row by row
+    END IF;
     EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s t WHERE %s AND NOT coalesce(%s, false) LIMIT 10001) x',
                    p_partition, p_where, p_pred) INTO v_n USING p_t;
     RETURN (SELECT CASE WHEN v_n <= 10000 AND v_n * 5 <= c.reltuples AND c.reltuples - v_n >= 100 THEN v_n END
@@ -3252,6 +3456,8 @@ DECLARE
     v_held  boolean := false;
     v_state text;
     v_msg   text;
+    v_step  bigint;
+    v_range text;
 BEGIN
     removed := 0;
     in_dropped := 0;
@@ -3288,13 +3494,24 @@ BEGIN
     IF p_from_page > retention.pages_of(p_partition) THEN
         RETURN;   -- done: next_page stays NULL
     END IF;
-    EXECUTE format('DELETE FROM ONLY %s t WHERE t.ctid >= $2 AND t.ctid < $3
+    IF retention.distributed(p_partition) THEN
+        -- Citus: slices of the month's deadlines, not pages (key_slice).
+        v_step := retention.slice_step(p_partition, p_pages);
+        IF p_from_page >= retention.slices() THEN
+            RETURN;
+        END IF;
+        v_range := retention.key_slice(p_dataset, p_partition, true, p_from_page, v_step);
+    ELSE
+        v_step := p_pages;
+        v_range := 't.ctid >= $2 AND t.ctid < $3';
+    END IF;
+    EXECUTE format('DELETE FROM ONLY %s t WHERE %s
                       AND (t.retention_deadline AT TIME ZONE ''UTC''::text) + %L::interval < ($1 AT TIME ZONE ''UTC''::text)%s',
-                   p_partition, d.archive_keep,
+                   p_partition, v_range, d.archive_keep,
                    CASE WHEN p_held IS NULL THEN '' ELSE format(' AND NOT coalesce(%s, false)', p_held) END)
-        USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + p_pages)::tid;
+        USING p_t, format('(%s,0)', p_from_page)::tid, format('(%s,0)', p_from_page + v_step)::tid;
     GET DIAGNOSTICS removed = ROW_COUNT;
-    next_page := p_from_page + p_pages;
+    next_page := p_from_page + v_step;
 EXCEPTION
     WHEN query_canceled THEN
         removed := 0;
@@ -3474,6 +3691,8 @@ DECLARE
     v_found boolean;
     v_state text;
     v_msg   text;
+    v_force text[];
+    v_xmax  xid8;
 BEGIN
     forgotten := '{}';
     cancelled := false;
@@ -3482,13 +3701,21 @@ BEGIN
     IF NOT d.new_rows THEN   -- all_rows: only the retentions in force count already
         RETURN;
     END IF;
+    -- (Read first, then written: on Citus keep_history is a reference
+    -- table, and what decides an UPDATE of it is computed here, on the
+    -- coordinator, not on each node's copy.)
+    v_force := ARRAY(SELECT x FROM retention.keeps_in_force(p_dataset) AS x);
     UPDATE retention.keep_history k SET out_of_force_since = NULL, out_of_force_xmax = NULL
      WHERE k.dataset = p_dataset AND k.out_of_force_xmax IS NOT NULL
-       AND k.keep_text IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x);
-    IF p_complete AND retention.run_held(p_dataset, p_t) IS NULL THEN
+       AND k.keep_text = ANY (v_force);
+    -- Never forgotten on Citus: a transaction that stamps rows on the
+    -- workers need not have a transaction id on the coordinator, so the
+    -- xmax below proves nothing there (docs/citus.md).
+    IF p_complete AND retention.run_held(p_dataset, p_t) IS NULL
+       AND NOT retention.distributed(d.relation::regclass) THEN
         FOR h IN SELECT k.keep, k.keep_text FROM retention.keep_history k
                   WHERE k.dataset = p_dataset AND k.out_of_force_xmax <= p_xmin
-                    AND k.keep_text NOT IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x)
+                    AND k.keep_text <> ALL (v_force)
                   ORDER BY k.keep_text
         LOOP
             v_from := ((p_t AT TIME ZONE 'UTC'::text) - h.keep - retention.calendar_slack(h.keep)) AT TIME ZONE 'UTC'::text;
@@ -3504,10 +3731,14 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
+    -- What is out of force now, and the xmax of a snapshot taken after it
+    -- was seen so.
+    v_force := ARRAY(SELECT x FROM retention.keeps_in_force(p_dataset) AS x);
+    v_xmax := pg_snapshot_xmax(pg_current_snapshot());
     UPDATE retention.keep_history k
-       SET out_of_force_since = now(), out_of_force_xmax = pg_snapshot_xmax(pg_current_snapshot())
+       SET out_of_force_since = now(), out_of_force_xmax = v_xmax
      WHERE k.dataset = p_dataset AND k.out_of_force_xmax IS NULL
-       AND k.keep_text NOT IN (SELECT x FROM retention.keeps_in_force(p_dataset) AS x);
+       AND k.keep_text <> ALL (v_force);
 EXCEPTION
     WHEN query_canceled THEN
         forgotten := '{}';
@@ -4142,7 +4373,12 @@ BEGIN
         RAISE EXCEPTION 'pgretain: dataset "%" has no column "%" to erase by', p_dataset, p_column
             USING ERRCODE = 'undefined_column';
     END IF;
-    v_held := retention.held_predicate(p_dataset);
+    -- On Citus a function that reads tables cannot decide what a DELETE on a
+    -- distributed table removes: the holds active at p_at are written out
+    -- instead (run_held: the same rule as is_held).
+    v_held := CASE WHEN retention.distributed(d.relation::regclass)
+                   THEN '(' || coalesce(retention.run_held(p_dataset, p_at), 'false') || ')'
+                   ELSE retention.held_predicate(p_dataset) END;
     v_active := EXISTS (SELECT 1 FROM retention.hold h
                          WHERE h.dataset = p_dataset
                            AND (h.until IS NULL OR (p_at AT TIME ZONE 'UTC'::text) < (h.until + 1)::timestamp));

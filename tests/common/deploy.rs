@@ -5,9 +5,42 @@
 
 use pgretain::cmd::apply::{apply, ApplyOptions, ApplyReport};
 use pgretain::cmd::compile::{compile, CompileOptions, CompileOutcome};
+use std::path::Path;
+
 use postgres::Client;
 
 use super::Cluster;
+
+/// Compiles the policy of `policy_dir` into `generated_dir` (a new
+/// migration if it changed) and applies what is compiled to `url`, the way
+/// CI deploys. Panics with the error.
+pub fn compile_and_apply(policy_dir: &Path, generated_dir: &Path, url: &str) -> ApplyReport {
+    compile(&CompileOptions {
+        policy_dir: policy_dir.to_path_buf(),
+        generated_dir: generated_dir.to_path_buf(),
+        check: false,
+        allow_destructive: false,
+    })
+    .unwrap_or_else(|e| panic!("compiling {}: {e}", policy_dir.display()));
+    apply(&ApplyOptions {
+        database_url: Some(url.to_string()),
+        generated_dir: generated_dir.to_path_buf(),
+        dry_run: false,
+        cron_database: None,
+    })
+    .unwrap_or_else(|e| panic!("applying {}: {e}", generated_dir.display()))
+}
+
+/// `policy` (one YAML file) compiled into a fresh `generated/` and applied
+/// to `url`; the policy and generated directories, which live as long as
+/// the caller keeps them.
+pub fn deploy_policy(policy: &str, url: &str) -> (tempfile::TempDir, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    compile_and_apply(dir.path(), generated.path(), url);
+    (dir, generated)
+}
 
 /// A cluster with database `app`, a policy directory and its `generated/`.
 pub struct Deployed {

@@ -12,7 +12,9 @@
 
 #![allow(dead_code)]
 
+pub mod citus;
 pub mod deploy;
+pub mod oracle;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;

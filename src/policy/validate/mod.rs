@@ -19,10 +19,10 @@ use super::duration::{self, DURATION_HELP};
 use super::position::Seg;
 use super::{suggest, At, ParsedFile, SourceFile};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{Dataset, Duration, Hold, Override, Policy, Source};
+use crate::model::{Dataset, Duration, Engine, Hold, Override, Policy, Source};
 use crate::ypath;
 use dataset::{bounds, bounds_help, dataset};
-use settings::{access, run_log_keep};
+use settings::{access, engine, run_log_keep};
 
 pub(super) fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
@@ -194,6 +194,7 @@ pub(crate) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
     let env_list: Vec<String> = environments.map(|(e, _)| e).unwrap_or_default();
     let access = access(&mut cx, files);
     let (run_log_keep, run_log_keep_source) = run_log_keep(&mut cx, files);
+    let engine = engine(&mut cx, files);
     // An invalid `environments` (reported) leaves the allowed names unknown;
     // an invalid `datasets` leaves some dataset names unknown. Checking
     // references against them would only repeat that error.
@@ -250,6 +251,13 @@ pub(crate) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
             }
             by_name.insert(name.clone(), found.len());
             found.push(Found { file: f, model });
+        }
+    }
+    if engine == Engine::Citus {
+        for f in &found {
+            if let Some(m) = &f.model {
+                citus_dataset(&mut cx, f.file, m);
+            }
         }
     }
     let all_names: Vec<&str> = by_name.keys().map(String::as_str).collect();
@@ -586,6 +594,55 @@ pub(crate) fn validate(files: &[ParsedFile], diags: &mut Diagnostics) -> Policy 
         run_log_keep,
         run_log_keep_source,
         subjects,
+        engine,
+    }
+}
+
+/// What a Citus cluster would refuse of a dataset, said by `check` rather
+/// than by `apply` (SPEC §3 "Citus"): the tenant is the distribution
+/// column, so every dataset needs one and it cannot hold NULL; and tables
+/// are created distributed, so an existing table is not taken over.
+fn citus_dataset(cx: &mut Ctx, f: &ParsedFile, m: &Dataset) {
+    let path = ypath!["datasets", &m.name];
+    let Some(tenant) = &m.tenant else {
+        cx.err(
+            &f.src,
+            &path,
+            At::Key,
+            format!(
+                "dataset `{}` has no `tenant`; with `engine: citus` every dataset is distributed by its tenant column",
+                m.name
+            ),
+            "declare `tenant:` (the column rows are sharded by, e.g. `bot_id`), or set `engine: postgresql`",
+        );
+        return;
+    };
+    let Some(columns) = &m.columns else {
+        cx.err(
+            &f.src,
+            &ypath!["datasets", &m.name, "table"],
+            At::Value,
+            format!(
+                "dataset `{}` names an existing table; with `engine: citus` pgretain creates the distributed tables itself and does not take over existing ones",
+                m.name
+            ),
+            "declare the table's `columns` so that pgretain creates it distributed, or keep this dataset on `engine: postgresql`",
+        );
+        return;
+    };
+    if let Some(c) = columns.iter().find(|c| &c.name == tenant) {
+        if !c.ty.not_null && c.ty.identity.is_none() {
+            cx.err(
+                &f.src,
+                &ypath!["datasets", &m.name, "columns", tenant],
+                At::Value,
+                format!(
+                    "tenant column `{tenant}` of dataset `{}` may be NULL; Citus refuses a row whose distribution column is NULL",
+                    m.name
+                ),
+                "add `not null` to the column's definition",
+            );
+        }
     }
 }
 

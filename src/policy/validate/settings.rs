@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Access, Duration, Source};
+use crate::model::{Access, Duration, Engine, Source};
 use crate::policy::position::Seg;
 use crate::policy::{At, ParsedFile};
 use crate::ypath;
@@ -164,4 +164,37 @@ pub(super) fn run_log_keep(cx: &mut Ctx, files: &[ParsedFile]) -> (Duration, Opt
         Some((d, f)) => (d, Some(source(&f.src, &ypath!["run_log_keep"]))),
         None => (crate::model::default_run_log_keep(), None),
     }
+}
+
+/// `engine`: the same in every file that sets it; `postgresql` when none does.
+pub(super) fn engine(cx: &mut Ctx, files: &[ParsedFile]) -> Engine {
+    let mut found: Option<(Engine, &ParsedFile)> = None;
+    for f in files {
+        let Some(e) = f.engine else {
+            continue;
+        };
+        match &found {
+            None => found = Some((e, f)),
+            Some((first, ff)) if *first != e => {
+                let mut diag = f.src.diag(
+                    &ypath!["engine"],
+                    At::Value,
+                    format!(
+                        "`engine: {}` differs from `engine: {}` in another policy file",
+                        e.as_str(),
+                        first.as_str()
+                    ),
+                    Some("set `engine` once, or to the same engine in every file".into()),
+                );
+                diag.note = Some(format!(
+                    "first set at {}:{}",
+                    ff.src.display.display(),
+                    ff.src.index.key(&ypath!["engine"]).line
+                ));
+                cx.push(diag);
+            }
+            Some(_) => {}
+        }
+    }
+    found.map(|(e, _)| e).unwrap_or_default()
 }
