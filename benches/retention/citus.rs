@@ -5,8 +5,8 @@
 //!
 //! On one machine the three nodes share its cores, so the ratio of times
 //! says little about speed. What the run shows is where the work is done:
-//! the rows each worker deleted (`pg_stat_database.tup_deleted`) and the
-//! shards of dropped partitions gone from each.
+//! the rows each worker held before and after the run (counted shard by
+//! shard) and the shards of dropped partitions gone from each.
 
 use std::time::Instant;
 
@@ -23,8 +23,9 @@ pub(crate) struct Run {
     pub(crate) seconds: f64,
     pub(crate) left: i64,
     pub(crate) dropped: i64,
-    /// Rows deleted on each node (for Citus: coordinator, then workers).
-    pub(crate) deleted: Vec<i64>,
+    /// Rows the run removed from each node holding shards (one server:
+    /// the server; Citus: worker 1, worker 2).
+    pub(crate) removed: Vec<i64>,
 }
 
 /// The same scenario on both engines.
@@ -37,13 +38,28 @@ pub(crate) struct Compared {
     pub(crate) shards: Vec<(i64, i64)>,
 }
 
-fn deleted(c: &mut Client) -> i64 {
-    c.query_one(
-        "SELECT tup_deleted FROM pg_stat_database WHERE datname = current_database()",
+/// The dataset's rows on each node that holds shards of it, in port order
+/// (on one server: the server). Counted on the coordinator, shard by shard
+/// (`run_command_on_shards`: a shard of the partitioned table counts the
+/// shards of its partitions on the same node).
+fn rows_per_node(c: &mut Client, citus: bool) -> Vec<i64> {
+    if !citus {
+        return vec![c
+            .query_one("SELECT count(*) FROM app.events", &[])
+            .unwrap()
+            .get(0)];
+    }
+    c.query(
+        "SELECT sum(r.result::bigint)::bigint
+           FROM run_command_on_shards('app.events', 'SELECT count(*) FROM %s') r
+           JOIN pg_dist_shard_placement p USING (shardid)
+          GROUP BY p.nodeport ORDER BY p.nodeport",
         &[],
     )
     .unwrap()
-    .get(0)
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
 
 impl Bench {
@@ -77,18 +93,15 @@ impl Bench {
     }
 
     /// The catch-up run at T0, as the job runs it.
-    fn citus_run(&self, c: &mut Client, nodes: &mut [Client]) -> Run {
-        let before: Vec<i64> = nodes.iter_mut().map(deleted).collect();
+    fn citus_run(&self, c: &mut Client, citus: bool) -> Run {
+        let before = rows_per_node(c, citus);
         let started = Instant::now();
         q(
             c,
             &format!("CALL retention.\"enforce_events\"(p_now => '{}')", self.t0),
         );
         let seconds = started.elapsed().as_secs_f64();
-        // pg_stat_database is updated when each backend reports (at the
-        // end of its transaction, at most every second).
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        let after: Vec<i64> = nodes.iter_mut().map(deleted).collect();
+        let after = rows_per_node(c, citus);
         let left: i64 = c
             .query_one("SELECT count(*) FROM app.events", &[])
             .unwrap()
@@ -105,7 +118,7 @@ impl Bench {
             seconds,
             left,
             dropped,
-            deleted: after.iter().zip(&before).map(|(a, b)| a - b).collect(),
+            removed: before.iter().zip(&after).map(|(b, a)| b - a).collect(),
         }
     }
 
@@ -124,8 +137,7 @@ impl Bench {
             let _single_files = deploy(&policy, &url);
             let mut single = self.cluster.client(&name);
             self.citus_data(&mut single, rows, mixed);
-            let mut single_nodes = vec![self.cluster.client(&name)];
-            let single_run = self.citus_run(&mut single, &mut single_nodes);
+            let single_run = self.citus_run(&mut single, false);
 
             self.log(&format!(
                 "citus {scenario}: {rows} rows on the 3-node cluster"
@@ -139,8 +151,7 @@ impl Bench {
             let mut c = citus.coordinator.client(&db);
             self.citus_data(&mut c, rows, mixed);
             let before = citus.shards_on_workers(&db, "app", "events_p[0-9]+");
-            let mut nodes: Vec<Client> = citus.nodes().map(|n| n.client(&db)).collect();
-            let citus_run = self.citus_run(&mut c, &mut nodes);
+            let citus_run = self.citus_run(&mut c, true);
             let after = citus.shards_on_workers(&db, "app", "events_p[0-9]+");
             assert_eq!(
                 single_run.left, citus_run.left,
@@ -161,7 +172,7 @@ impl Bench {
 /// The markdown section for docs/benchmarks.md.
 pub(crate) fn table(results: &[Compared]) -> String {
     let mut s = String::from(
-        "| scenario | rows | one server | 3-node Citus | ratio | rows left | partitions dropped | rows deleted: coordinator / worker 1 / worker 2 | partition shards per worker, before → after |\n\
+        "| scenario | rows | one server | 3-node Citus | ratio | rows left | partitions dropped | rows removed: worker 1 / worker 2 | partition shards per worker, before → after |\n\
          |---|---:|---:|---:|---:|---:|---:|---|---|\n",
     );
     for r in results {
@@ -175,7 +186,7 @@ pub(crate) fn table(results: &[Compared]) -> String {
             thousands(r.citus.left),
             r.citus.dropped,
             r.citus
-                .deleted
+                .removed
                 .iter()
                 .map(|n| thousands(*n))
                 .collect::<Vec<_>>()
