@@ -404,4 +404,19 @@ mod tests {
         );
         assert_eq!(statements(sql).concat(), sql);
     }
+
+    #[test]
+    fn free_text_stays_data_through_execute() {
+        // A description holding the tags, quotes, semicolons and a comment
+        // opener: the statement is cut where it ends, and its dollar tags
+        // are ones the text does not contain.
+        let hostile = "x$ddl$; DROP TABLE t; $citus$ -- '; /* \\";
+        let sql = format!("COMMENT ON TABLE t IS {};\nSELECT 1;\n", lit(hostile));
+        let out = one_query_each(&sql);
+        let pieces = statements(&out);
+        assert_eq!(pieces.len(), 3, "{out}"); // the last: the final newline
+        assert!(pieces[0].trim_start().starts_with("DO $citus"), "{out}");
+        assert!(pieces[0].contains(&lit(hostile)), "{out}");
+        assert_eq!(pieces[1], "\nSELECT 1;");
+    }
 }
